@@ -1,0 +1,97 @@
+/*
+ * The fastpath's C API as seen from Python (through cffi) and from the C
+ * test harnesses.  Everything here is called once per setup step, per batch
+ * or per control event, never per packet.
+ *
+ * Functions that can fail take (char *err, size_t errlen) and write a
+ * one-line reason there.
+ */
+#ifndef FP_FASTPATH_H
+#define FP_FASTPATH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FP_MAX_WORKERS 64 /* TAS_MAX_WORKERS */
+
+struct fp_dev;
+struct fp_worker;
+struct fp_xdp_prog;
+struct tas_worker_shm;
+
+/* ---- time ---- */
+uint64_t fp_now_ns(void);
+
+/* ---- worker region (slowpath side) ---- */
+uint64_t fp_shm_bytes(uint32_t ring_slots);
+int fp_shm_init(struct tas_worker_shm *shm, uint64_t size, uint32_t ring_slots);
+
+/* ---- devices ---- */
+/* In-memory device for tests: frames injected are received, frames sent are
+ * queued for fp_dev_mem_take. */
+struct fp_dev *fp_dev_mem_open(uint32_t nbufs, uint32_t mtu);
+int fp_dev_mem_inject(struct fp_dev *d, const uint8_t *frame, uint32_t len);
+int fp_dev_mem_take(struct fp_dev *d, uint8_t *out, uint32_t cap);
+uint32_t fp_dev_mem_free_bufs(struct fp_dev *d);
+
+/* TAP: open (creating it if needed) n queues of TAP interface ifname; the
+ * fds are written to fds[0..n-1].  Returns 0 or -1. */
+int fp_tap_open_queues(const char *ifname, uint32_t nqueues, int *fds, char *err, size_t errlen);
+/* Steer frames over the queues of a multi-queue TAP with the same flow hash
+ * as the XDP program (BPF program "tasd_tap_steer" in obj_path). */
+int fp_tap_set_steering(int tap_fd, const char *obj_path, uint32_t ip_be, uint32_t nqueues, char *err,
+                        size_t errlen);
+struct fp_dev *fp_dev_tap_open(int fd, uint32_t mtu, uint32_t nbufs, char *err, size_t errlen);
+
+/* AF_XDP.  The slowpath creates the UMEM and one socket per worker, all on
+ * one queue (the first owns the UMEM, the others share it), and passes the
+ * fds to the workers, which map the rings with fp_dev_xdp_open. */
+struct fp_xdp_sockets {
+    int umem_fd;   /* memfd holding the UMEM */
+    int shared_fd; /* memfd holding struct tas_xdp_shared */
+    int zerocopy;  /* 1 if bound in zero-copy mode */
+    int nsockets;
+    int fds[64];   /* FP_MAX_WORKERS */
+};
+int fp_xdp_sockets_create(const char *ifname, uint32_t queue, uint32_t nsockets, uint32_t nframes,
+                          uint32_t ring_size, int zerocopy, struct fp_xdp_sockets *out, char *err,
+                          size_t errlen);
+void fp_xdp_sockets_close(struct fp_xdp_sockets *s);
+struct fp_dev *fp_dev_xdp_open(int xsk_fd, int umem_fd, int shared_fd, uint32_t worker_id, uint32_t mtu,
+                               char *err, size_t errlen);
+
+/* Capture: wrap a device so that every frame received or sent is written to
+ * a pcap file.  The wrapper owns inner from then on. */
+struct fp_dev *fp_dev_pcap_wrap(struct fp_dev *inner, const char *path, char *err, size_t errlen);
+
+void fp_dev_close(struct fp_dev *d);
+const char *fp_dev_kind(struct fp_dev *d);
+
+/* ---- the XDP program (slowpath side) ---- */
+enum fp_xdp_mode { FP_XDP_AUTO = 0, FP_XDP_NATIVE = 1, FP_XDP_SKB = 2 };
+struct fp_xdp_prog *fp_xdp_prog_attach(const char *obj_path, int ifindex, int mode, uint32_t ip_be,
+                                       const int *xsk_fds, uint32_t nsockets, char *err, size_t errlen);
+int fp_xdp_prog_mode(struct fp_xdp_prog *p);       /* enum fp_xdp_mode actually used */
+int fp_xdp_prog_dispatcher(struct fp_xdp_prog *p); /* 1 if attached through libxdp's dispatcher */
+int fp_xdp_prog_detach(struct fp_xdp_prog *p, char *err, size_t errlen); /* also frees p */
+/* Detach tasd programs left on ifindex by a run that did not clean up;
+ * returns how many, or -1. */
+int fp_xdp_prog_remove_stale(int ifindex, char *err, size_t errlen);
+/* Number of tasd XDP programs attached to ifindex (0 if none), or -1. */
+int fp_xdp_prog_count(int ifindex);
+
+/* ---- the worker ---- */
+struct fp_worker *fp_worker_new(struct tas_worker_shm *shm, struct fp_dev *dev, int sp2fp_efd,
+                                int fp2sp_efd, char *err, size_t errlen);
+/* One iteration of the loop at time now_ns; returns the work done (frames
+ * and messages handled). */
+unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns);
+/* The loop: poll while busy, sleep when idle, until shm->stop is set or a
+ * termination signal arrives.  Returns 0. */
+int fp_worker_run(struct fp_worker *w);
+void fp_worker_free(struct fp_worker *w);
+/* Worker process setup: die with the parent, and turn SIGTERM/SIGINT into a
+ * clean stop of fp_worker_run. */
+int fp_worker_process_init(char *err, size_t errlen);
+
+#endif /* FP_FASTPATH_H */
