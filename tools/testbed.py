@@ -72,19 +72,21 @@ def _netns_delete(name: str) -> None:
 
 
 def sweep() -> list[str]:
-    """Remove namespaces of testbed runs whose owning process is gone."""
+    """Remove namespaces and files of testbed runs whose owning process is gone.
+    A run's state is STATE_DIR/<id>.pid (its owner) plus files named <id>-*."""
     removed = []
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     live_ids = set()
-    for f in STATE_DIR.iterdir():
+    for f in STATE_DIR.glob("*.pid"):
         try:
             pid = int(f.read_text().strip() or 0)
         except (OSError, ValueError):
             pid = 0
         if pid and _pid_alive(pid):
-            live_ids.add(f.name)
-            continue
-        f.unlink(missing_ok=True)
+            live_ids.add(f.stem)
+    for f in STATE_DIR.iterdir():
+        if f.name.split(".")[0].split("-")[0] not in live_ids:
+            f.unlink(missing_ok=True)
     for ns in _netns_list():
         if ns.startswith(NS_PREFIX) and ns.split("-")[1] not in live_ids:
             _netns_delete(ns)
@@ -121,6 +123,7 @@ class Testbed:
         self.peer_mac = self.kernel_mac = None
         self.impair = None          # the running ImpairBridge, if any
         self._procs: list[subprocess.Popen] = []
+        self.tasds: list[TasdProcess] = []
         self._made: list[str] = []
         self._old_sigterm = None
 
@@ -170,7 +173,7 @@ class Testbed:
     def up(self) -> "Testbed":
         sweep()
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        (STATE_DIR / self.id).write_text(str(os.getpid()))
+        (STATE_DIR / f"{self.id}.pid").write_text(str(os.getpid()))
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             # turn SIGTERM into SystemExit so that cleanup runs
             self._old_sigterm = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -209,6 +212,10 @@ class Testbed:
             self.impair.start()
 
     def down(self) -> None:
+        for t in self.tasds:
+            if t.proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    t.stop()
         if self.impair is not None:
             with contextlib.suppress(Exception):
                 self.impair.stop()
@@ -223,7 +230,7 @@ class Testbed:
         for ns in reversed(self._made):
             _netns_delete(ns)
         self._made.clear()
-        (STATE_DIR / self.id).unlink(missing_ok=True)
+        (STATE_DIR / f"{self.id}.pid").unlink(missing_ok=True)
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
@@ -241,10 +248,71 @@ class Testbed:
             "interface": self.tasd_if,
             "address": f"{self.tasd_ip}/{self.PREFIX_LEN}",
             "backend": "tap" if self.tap else "xdp",
-            "control_socket": f"/run/tasd-testbed/{self.id}.sock",
+            "control_socket": str(STATE_DIR / f"{self.id}-tasd.sock"),
         }
         cfg.update(overrides)
         return cfg
+
+    def start_tasd(self, extra_args=(), **overrides) -> "TasdProcess":
+        """Start tasd on this testbed (configuration: tasd_config(**overrides)).
+        It is stopped, if still running, when the testbed goes down."""
+        t = TasdProcess(self, self.tasd_config(**overrides), extra_args)
+        self.tasds.append(t)
+        return t
+
+
+class TasdProcess:
+    """tasd running in the testbed's tasd namespace, with its output kept."""
+
+    def __init__(self, tb: Testbed, cfg: dict, extra_args=()):
+        self.tb, self.cfg = tb, cfg
+        self.socket = cfg["control_socket"]
+        self.config_path = write_toml(STATE_DIR / f"{tb.id}-{secrets.token_hex(2)}.toml", cfg)
+        self.log_path = self.config_path.with_suffix(".log")
+        self._log = open(self.log_path, "w+")
+        self.proc = tb.popen(tb.ns_tasd, sys.executable, "-m", "tasd", "-c", self.config_path, *extra_args,
+                             stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def output(self) -> str:
+        """Everything tasd has written to stdout and stderr so far."""
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 20.0) -> "TasdProcess":
+        """Return once tasd answers on its control socket; raise with its output if it exits."""
+        from tasd.tasctl import TasctlError, request
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tasd exited with {self.proc.returncode}:\n{self.output}")
+            try:
+                request(self.socket, "status", timeout=1.0)
+                return self
+            except TasctlError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"tasd not ready after {timeout} s:\n{self.output}") from None
+                time.sleep(0.05)
+
+    def ctl(self, cmd: str, **args) -> dict:
+        from tasd.tasctl import request
+        return request(self.socket, cmd, **args)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal tasd and wait for it; returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+            self.config_path.unlink(missing_ok=True)  # the log stays until the testbed's sweep
+
+    def __enter__(self) -> "TasdProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.stop()
 
 
 def _toml_value(v) -> str:

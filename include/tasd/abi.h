@@ -68,7 +68,7 @@ enum tas_msg_type {
 
 /* Why a received frame went to the slowpath. */
 enum tas_exc {
-    TAS_EXC_ARP = 0,        /* ARP request or reply for our address */
+    TAS_EXC_ARP = 0,        /* ARP about our address (for it, or claiming it) */
     TAS_EXC_ICMP = 1,       /* ICMP other than echo request */
     TAS_EXC_TCP_NOFLOW = 2, /* TCP segment for a connection the fastpath does not own */
     TAS_EXC__COUNT = 3,
@@ -119,7 +119,7 @@ enum tas_drop {
     TAS_DROP_MAC_NOT_OURS = 3,    /* unicast to another MAC, or IPv4 not unicast to us */
     TAS_DROP_ETHERTYPE = 4,       /* neither IPv4 nor ARP */
     TAS_DROP_ARP_MALFORMED = 5,   /* truncated, or not Ethernet/IPv4 request or reply */
-    TAS_DROP_ARP_NOT_OURS = 6,    /* ARP about another address */
+    TAS_DROP_ARP_NOT_OURS = 6,    /* ARP about other addresses only */
     TAS_DROP_IP_TRUNCATED = 7,    /* shorter than its header or total length */
     TAS_DROP_IP_MALFORMED = 8,    /* bad version, header length or total length */
     TAS_DROP_IP_CHECKSUM = 9,     /* bad IPv4 header checksum */

@@ -1,6 +1,6 @@
 /*
- * tasd's XDP program: frames for tasd's address (ARP asking for it or
- * answering it, and IPv4 to it) go to the AF_XDP socket of the worker that
+ * tasd's XDP program: frames for tasd's address (ARP about it, and IPv4
+ * to it) go to the AF_XDP socket of the worker that
  * owns the flow; everything else passes to the kernel untouched, so the
  * host's own traffic on the interface keeps working.
  */
@@ -29,6 +29,7 @@ struct {
 } tasd_xsks SEC(".maps");
 
 /* Ethernet/IPv4 ARP body: htype ptype hlen plen oper sha spa tha tpa */
+#define ARP_SPA_OFF 14
 #define ARP_TPA_OFF 24
 
 SEC("xdp")
@@ -49,9 +50,12 @@ int tasd_xdp(struct xdp_md *ctx)
         __u8 *arp = (__u8 *)(eth + 1);
         if ((void *)(arp + ARP_TPA_OFF + 4) > end)
             return XDP_PASS;
-        __u32 tpa;
+        __u32 spa, tpa;
+        __builtin_memcpy(&spa, arp + ARP_SPA_OFF, 4);
         __builtin_memcpy(&tpa, arp + ARP_TPA_OFF, 4);
-        if (tpa != cfg->ip)
+        /* about our address: asking for it, answering us, or (spa) another
+         * host claiming it, which tasd must see to detect the conflict */
+        if (tpa != cfg->ip && spa != cfg->ip)
             return XDP_PASS;
         return bpf_redirect_map(&tasd_xsks, 0, XDP_PASS);
     }

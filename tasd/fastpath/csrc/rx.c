@@ -35,7 +35,9 @@ static enum fp_verdict rx_arp(const struct fp_iface *ifc, const uint8_t *arp, ui
     if (rd16(arp) != 1 || rd16(arp + 2) != ETHERTYPE_IPV4 || arp[4] != 6 || arp[5] != 4 ||
         (oper != 1 && oper != 2))
         return drop(reason, TAS_DROP_ARP_MALFORMED);
-    if (rd_addr(arp + 24) != ifc->ip)
+    /* about our address: for us (target), or a claim on it (sender) that
+     * the slowpath must see to detect an address conflict */
+    if (rd_addr(arp + 24) != ifc->ip && rd_addr(arp + 14) != ifc->ip)
         return drop(reason, TAS_DROP_ARP_NOT_OURS);
     return exception(reason, TAS_EXC_ARP);
 }

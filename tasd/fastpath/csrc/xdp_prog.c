@@ -91,7 +91,8 @@ struct fp_xdp_prog *fp_xdp_prog_attach(const char *obj_path, int ifindex, int mo
             p->mode = modes[i];
     }
     if (rc != 0) {
-        snprintf(err, errlen, "attach XDP program to ifindex %d: %s%s", ifindex, strerror(-rc),
+        snprintf(err, errlen, "attach XDP program (%s mode): %s%s",
+                 modes[nmodes - 1] == XDP_MODE_NATIVE ? "native" : "skb", strerror(-rc),
                  rc == -EEXIST || rc == -EBUSY ? " (another XDP program is attached)" : "");
         xdp_program__close(p->prog);
         free(p);

@@ -1,0 +1,92 @@
+"""tasd's control socket: one JSON object per line each way.
+
+    request:  {"cmd": "stats", ...arguments}
+    response: {"ok": true, ...result}  or  {"ok": false, "error": "one line"}
+
+The socket is a Unix stream socket, mode 0660, in a directory only root can
+write; tasctl is its client.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Awaitable, Callable
+
+log = logging.getLogger("tasd")
+
+Handler = Callable[[dict], Awaitable[dict]]
+MAX_REQUEST = 64 * 1024
+
+
+class CommandError(Exception):
+    """A request that cannot be served; its message goes back to the client."""
+
+
+class ControlServer:
+    def __init__(self, path: str, handlers: dict[str, Handler]):
+        self.path = Path(path)
+        self.handlers = handlers
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if await _in_use(self.path):
+                raise OSError(f"control socket {self.path} is in use by another tasd")
+            self.path.unlink()
+        old = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST)
+        finally:
+            os.umask(old)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write((json.dumps(await self._dispatch(line)) + "\n").encode())
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _dispatch(self, line: bytes) -> dict:
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                raise CommandError('a request is a JSON object with a "cmd" string')
+            handler = self.handlers.get(req["cmd"])
+            if handler is None:
+                raise CommandError(f"unknown command {req['cmd']!r} (known: {', '.join(sorted(self.handlers))})")
+            return {"ok": True, **await handler(req)}
+        except json.JSONDecodeError as e:
+            return {"ok": False, "error": f"bad JSON: {e}"}
+        except CommandError as e:
+            return {"ok": False, "error": str(e)}
+        except Exception as e:  # a bug in a handler must not take the daemon down
+            log.exception("control command failed")
+            return {"ok": False, "error": f"internal error: {e}"}
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+async def _in_use(path: Path) -> bool:
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    w.close()
+    return True

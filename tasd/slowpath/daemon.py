@@ -1,0 +1,397 @@
+"""tasd, the slowpath daemon: wiring and the asyncio driver.
+
+Start-up (blocking, before the event loop): check privileges and the
+interface, take the interface lock, open the packet I/O backend, spawn the
+fastpath workers and wait until they poll.  Then, on uvloop: the control
+socket, the exception rings of the workers, ARP (probe, announce, resolve),
+and supervision.  SIGTERM or SIGINT stops the workers, detaches the XDP
+program and removes every shared-memory region and socket.
+
+Every start-up failure is one line on stderr and a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+from ipaddress import IPv4Address
+
+from tasd import __version__, config
+from tasd.fastpath.binding import FastpathError, lib
+from tasd.wire import ArpPacket, EtherType, EthernetFrame, MacAddr, WireError
+
+from . import backend as backends
+from . import netif, workers
+from .arp import ArpTable, Conflict, Resolved, SendArp, Unreachable
+from .control import CommandError, ControlServer
+from .tcp_closed import reset_for
+
+log = logging.getLogger("tasd")
+
+LOCK_DIR = "/run/tasd/locks"
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 21, 39
+MIN_FRAME = 60  # Ethernet minimum without FCS: short frames are padded
+
+
+class StartError(Exception):
+    """A reason tasd cannot start, worded for the operator."""
+
+
+def _effective_caps() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def check_privileges(backend: str, nworkers: int) -> None:
+    caps = _effective_caps()
+    missing = [name for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW"))
+               if not caps >> bit & 1]
+    if (backend == "xdp" or nworkers > 1) and not (caps >> CAP_BPF & 1 or caps >> CAP_SYS_ADMIN & 1):
+        missing.append("CAP_BPF")
+    if missing:
+        raise StartError(f"permission denied: tasd needs {', '.join(missing)} (run it as root)")
+
+
+def derived_mac(ip: IPv4Address, ifname: str) -> str:
+    """A stable, locally administered unicast MAC for the TAP backend."""
+    h = hashlib.sha256(f"tasd/{ifname}/{ip}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in bytes([0x02]) + h[:5])
+
+
+class Daemon:
+    def __init__(self, cfg: config.Config):
+        self.cfg = cfg
+        self.address = cfg["address"]
+        self.ip = self.address.ip
+        self.network = self.address.network
+        self.workers: list[workers.WorkerProc] = []
+        self.backend = None
+        self.iface: netif.Interface | None = None
+        self.mac = self.mtu = None
+        self._lock_fd = -1
+        self.started = time.time()
+        self.exit_code = 0
+        self.stats = {"exceptions": 0, "bad_frames": 0, "icmp_rx": 0, "tcp_resets": 0, "tx_frames": 0,
+                      "tx_ring_full": 0}
+        self.arp: ArpTable | None = None
+        self._arp_timer = None
+        self._arp_waiters: dict[IPv4Address, list[asyncio.Future]] = {}
+        self._conflict: MacAddr | None = None
+        self._stop: asyncio.Event | None = None
+        self._control: ControlServer | None = None
+
+    # ---- start-up, before the event loop ------------------------------------
+    def prepare(self) -> None:
+        cfg = self.cfg
+        nworkers = len(cfg["cores"])
+        check_privileges(cfg["backend"], nworkers)
+        name = cfg["interface"]
+        self.iface = netif.lookup(name)
+        if cfg["backend"] == "xdp" and self.iface is None:
+            raise StartError(f"no interface named {name!r}")
+        if cfg["backend"] == "tap" and self.iface is not None and self.iface.kind != "tun":
+            raise StartError(f"interface {name!r} exists and is not a TAP device")
+        used_by = netif.local_addresses().get(self.ip)
+        if used_by is not None:
+            raise StartError(f"address {self.ip} is already configured on interface {used_by!r}: "
+                             "tasd must own its address alone")
+        self._take_lock(name)
+        dev_mtu = self.iface.mtu if self.iface else 1500
+        self.mtu = cfg["mtu"] or dev_mtu
+        if self.mtu > dev_mtu:
+            raise StartError(f"mtu {self.mtu} is larger than the MTU of {name} ({dev_mtu})")
+        if cfg["backend"] == "xdp":
+            if self.mtu + 14 > backends.XDP_MAX_FRAME:
+                raise StartError(f"mtu {self.mtu} does not fit an AF_XDP frame: set mtu to at most "
+                                 f"{backends.XDP_MAX_FRAME - 14}")
+            self.mac = self.iface.mac
+            self.backend = backends.XdpBackend(cfg, self.iface, nworkers)
+        else:
+            self.mac = cfg["mac"] or derived_mac(self.ip, name)
+            self.backend = backends.TapBackend(cfg, self.iface, nworkers)
+        try:
+            self.backend.open()
+            self.iface = self.backend.iface
+            for i, core in enumerate(cfg["cores"]):
+                self.workers.append(workers.WorkerProc(i, core, cfg, self.mac, self.mtu))
+            for w in self.workers:
+                capture = cfg["capture"]
+                if capture and nworkers > 1:
+                    capture = f"{capture}.w{w.index}"
+                w.spawn(self.backend.worker_fds(w.index), capture)
+            workers.wait_running(self.workers)
+        except (FastpathError, workers.WorkerStartError) as e:
+            raise StartError(str(e)) from None
+
+    def _take_lock(self, ifname: str) -> None:
+        """One tasd per interface (per network namespace): an flock that the
+        kernel drops when this process dies, however it dies."""
+        os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
+        path = f"{LOCK_DIR}/{netif.netns_id()}-{ifname}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StartError(f"interface {ifname!r} is already used by another tasd (pid {other})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    # ---- the event loop --------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        cfg = self.cfg
+        self.arp = ArpTable(MacAddr(self.mac), self.ip, self.network, timeout=cfg["arp.timeout"],
+                            retries=cfg["arp.retries"], retry_interval=cfg["arp.retry_interval"],
+                            failed_hold=cfg["arp.failed_hold"])
+        for w in self.workers:
+            loop.add_reader(w.fp2sp_efd, self._on_exceptions, w)
+            loop.add_reader(w.pidfd, self._on_worker_exit, w)
+            self._on_exceptions(w)  # drain what came before, and arm the ring
+        self._control = ControlServer(cfg["control_socket"], {
+            "status": self._cmd_status, "stats": self._cmd_stats, "arp": self._cmd_arp,
+            "arp_resolve": self._cmd_arp_resolve})
+        try:
+            await self._control.start()
+            if cfg["arp.probe"]:
+                await self._probe_address()
+            self.arp.announce(cfg["arp.announce"], loop.time())
+            if cfg["gateway"] is not None:
+                self.arp.lookup(cfg["gateway"], loop.time())
+            self._arp_flush()
+            log.info("tasd %s ready: %s on %s (%s), MAC %s, MTU %d, %d worker(s) on CPU %s", __version__,
+                     self.address, self.iface.name, self.backend.name, self.mac, self.mtu, len(self.workers),
+                     ",".join(map(str, cfg["cores"])))
+            if not self._stop.is_set():
+                await self._stop.wait()
+        finally:
+            await self._control.close()
+            for w in self.workers:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(w.fp2sp_efd)
+                    loop.remove_reader(w.pidfd)
+            if self._arp_timer is not None:
+                self._arp_timer.cancel()
+        return self.exit_code
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("%s: shutting down", signal.Signals(sig).name)
+        self._stop.set()
+
+    def _on_worker_exit(self, w: workers.WorkerProc) -> None:
+        asyncio.get_running_loop().remove_reader(w.pidfd)
+        w.proc.poll()
+        log.error("fastpath worker %d (CPU %d) died: %s; stopping", w.index, w.core, w.exit_reason())
+        self.exit_code = 1
+        self._stop.set()
+
+    async def _probe_address(self) -> None:
+        """RFC 5227 probes: refuse to start if another host answers for our address."""
+        self.arp.probe(2)
+        self._arp_flush()
+        await asyncio.sleep(self.cfg["arp.probe_wait"])
+        if self._conflict is not None:
+            raise StartError(f"address {self.ip} is already used on the link by {self._conflict}")
+
+    # ---- exceptions from the workers -----------------------------------------
+    def _on_exceptions(self, w: workers.WorkerProc, budget: int = 1024) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(w.fp2sp_efd)
+        now = asyncio.get_running_loop().time()
+        while budget > 0:
+            msgs = w.region.receive(min(budget, 256))
+            budget -= len(msgs)
+            for _type, reason, frame in msgs:
+                self.stats["exceptions"] += 1
+                self._handle_exception(w, reason, frame, now)
+            if not msgs and not w.region.arm():
+                break  # empty, and the worker will signal the next one
+        else:
+            asyncio.get_running_loop().call_soon(self._on_exceptions, w)  # more waiting: yield first
+        self._arp_flush()
+        self._flush_tx()
+
+    def _handle_exception(self, w: workers.WorkerProc, reason: int, frame: bytes, now: float) -> None:
+        try:
+            eth = EthernetFrame.parse(frame)
+            if reason == lib.TAS_EXC_ARP and eth.ethertype == EtherType.ARP:
+                self.arp.receive(ArpPacket.parse(eth.payload), now)
+            elif reason == lib.TAS_EXC_ICMP:
+                self.stats["icmp_rx"] += 1
+            elif reason == lib.TAS_EXC_TCP_NOFLOW:
+                rst = reset_for(eth, MacAddr(self.mac))
+                if rst is not None:
+                    self.stats["tcp_resets"] += 1
+                    self._send(rst, w.index)
+            else:
+                self.stats["bad_frames"] += 1
+        except WireError:
+            self.stats["bad_frames"] += 1
+
+    # ---- sending ------------------------------------------------------------------
+    def _send(self, frame: bytes, worker: int = 0) -> None:
+        if len(frame) < MIN_FRAME:
+            frame += bytes(MIN_FRAME - len(frame))
+        if self.workers[worker].region.send(lib.TAS_MSG_TX_FRAME, frame):
+            self.stats["tx_frames"] += 1
+        else:
+            self.stats["tx_ring_full"] += 1
+
+    def _flush_tx(self) -> None:
+        for w in self.workers:
+            if w.region.wake_needed():
+                w.wake()
+
+    # ---- ARP driver -------------------------------------------------------------
+    def _arp_flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        for a in self.arp.take_actions():
+            if isinstance(a, SendArp):
+                self._send(EthernetFrame(a.dst, MacAddr(self.mac), EtherType.ARP, a.packet.emit()).emit())
+            elif isinstance(a, (Resolved, Unreachable)):
+                for fut in self._arp_waiters.pop(a.ip, []):
+                    if not fut.done():
+                        fut.set_result(a)
+            elif isinstance(a, Conflict):
+                if self._conflict is None:
+                    log.warning("address conflict: %s also claims %s", a.mac, self.ip)
+                self._conflict = a.mac
+        self._flush_tx()
+        if self._arp_timer is not None:
+            self._arp_timer.cancel()
+            self._arp_timer = None
+        at = self.arp.poll_at()
+        if at is not None:
+            self._arp_timer = loop.call_at(at, self._arp_tick)
+
+    def _arp_tick(self) -> None:
+        self._arp_timer = None
+        self.arp.poll(asyncio.get_running_loop().time())
+        self._arp_flush()
+
+    # ---- control commands ----------------------------------------------------------
+    async def _cmd_status(self, req: dict) -> dict:
+        return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 3),
+                "interface": self.iface.name, "address": str(self.address), "mac": self.mac, "mtu": self.mtu,
+                "gateway": str(self.cfg["gateway"]) if self.cfg["gateway"] else None,
+                **self.backend.describe(), "workers": [w.describe() for w in self.workers]}
+
+    async def _cmd_stats(self, req: dict) -> dict:
+        per_worker = [w.region.stats() for w in self.workers]
+        total = _sum_stats(per_worker)
+        return {"fastpath": total, "workers": per_worker,
+                "slowpath": {**self.stats, "arp": dict(self.arp.stats)}}
+
+    async def _cmd_arp(self, req: dict) -> dict:
+        return {"entries": self.arp.snapshot(asyncio.get_running_loop().time())}
+
+    async def _cmd_arp_resolve(self, req: dict) -> dict:
+        try:
+            ip = IPv4Address(req.get("ip"))
+        except ValueError:
+            raise CommandError(f"not an IPv4 address: {req.get('ip')!r}") from None
+        if ip not in self.network or ip in (self.ip, self.network.broadcast_address, self.network.network_address):
+            raise CommandError(f"{ip} is not a neighbour on {self.network}")
+        loop = asyncio.get_running_loop()
+        mac = self.arp.lookup(ip, loop.time())
+        if mac is None:
+            fut = loop.create_future()
+            self._arp_waiters.setdefault(ip, []).append(fut)
+            self._arp_flush()
+            limit = self.cfg["arp.retry_interval"] * (2 ** self.cfg["arp.retries"]) + 1.0
+            try:
+                outcome = await asyncio.wait_for(fut, limit)
+            except asyncio.TimeoutError:
+                outcome = Unreachable(ip)
+            mac = outcome.mac if isinstance(outcome, Resolved) else None
+        else:
+            self._arp_flush()
+        return {"ip": str(ip), "mac": str(mac) if mac else None}
+
+    # ---- shutdown --------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop workers, detach, unmap, unlock; safe after a partial start."""
+        workers.stop_all(self.workers)
+        if self.backend is not None:
+            self.backend.close()
+        for w in self.workers:
+            w.close()
+        self.workers = []
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _sum_stats(per_worker: list[dict]) -> dict:
+    total: dict = {}
+    for st in per_worker:
+        for k, v in st.items():
+            if isinstance(v, dict):
+                sub = total.setdefault(k, {})
+                for kk, vv in v.items():
+                    sub[kk] = sub.get(kk, 0) + vv
+            else:
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+# ---- command line -------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="tasd", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="tasd: TCP acceleration as a Linux service (slowpath daemon).",
+        epilog="configuration file keys (TOML; see systemd/tasd.toml):\n" + "\n".join(
+            f"  {o.key:<20} {o.doc}" + ("" if o.default is None else f" [default: {o.default}]")
+            for o in config.OPTIONS))
+    ap.add_argument("-c", "--config", help="TOML configuration file")
+    ap.add_argument("--version", action="version", version=f"tasd {__version__}")
+    for o in config.OPTIONS:
+        if o.cli:
+            ap.add_argument(o.flag, dest=o.key, metavar="VALUE", help=f"overrides {o.key!r} from the file")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, format="tasd: %(levelname)s: %(message)s")
+    try:
+        overrides = {o.key: config.parse_cli_value(o.key, getattr(args, o.key))
+                     for o in config.OPTIONS if o.cli and getattr(args, o.key) is not None}
+        cfg = config.load(args.config, overrides)
+    except config.ConfigError as e:
+        print(f"tasd: error: {e}", file=sys.stderr)
+        return 2
+    log.setLevel(cfg["log_level"].upper())
+    daemon = Daemon(cfg)
+    try:
+        daemon.prepare()
+        import uvloop
+        return uvloop.run(daemon.run())
+    except StartError as e:
+        print(f"tasd: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"tasd: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        return 1
+    finally:
+        daemon.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

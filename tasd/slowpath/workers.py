@@ -1,0 +1,126 @@
+"""Fastpath worker processes: spawned pinned to their cores, each with its
+shared-memory region and eventfds, watched through pidfds, stopped on
+request."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tasd.fastpath.binding import WorkerRegion, ipv4_be, lib
+
+log = logging.getLogger("tasd")
+
+STATE_NAMES = {lib.TAS_WORKER_INIT: "starting", lib.TAS_WORKER_RUNNING: "running",
+               lib.TAS_WORKER_STOPPED: "stopped", lib.TAS_WORKER_FAILED: "failed"}
+
+
+class WorkerStartError(RuntimeError):
+    pass
+
+
+class WorkerProc:
+    """One fastpath worker as the slowpath sees it."""
+
+    def __init__(self, index: int, core: int, cfg, mac: str, mtu: int):
+        self.index, self.core = index, core
+        self.region = WorkerRegion.create(f"tasd-worker{index}", cfg["ring_slots"])
+        shm = self.region.shm
+        shm.worker_id = index
+        shm.nworkers = len(cfg["cores"])
+        shm.ip = ipv4_be(cfg["address"].ip)
+        shm.mtu = mtu
+        shm.mac = list(bytes.fromhex(mac.replace(":", "")))
+        shm.poll_us = cfg["poll_us"]
+        # sp2fp: the slowpath wakes the worker; fp2sp: the worker wakes us
+        self.sp2fp_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.fp2sp_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.proc: subprocess.Popen | None = None
+        self.pidfd = -1
+
+    def spawn(self, backend_fds: dict[str, int], capture: str | None) -> None:
+        fds = {"region-fd": self.region.fd, "sp2fp-efd": self.sp2fp_efd, "fp2sp-efd": self.fp2sp_efd,
+               **backend_fds}
+        argv = [sys.executable, "-m", "tasd.fastpath.worker", "--backend", backend_name(backend_fds),
+                "--core", str(self.core)]
+        argv += [a for k, fd in fds.items() for a in (f"--{k}", str(fd))]
+        if capture:
+            argv += ["--capture", capture]
+        self.proc = subprocess.Popen(argv, pass_fds=list(fds.values()), stdin=subprocess.DEVNULL)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+
+    @property
+    def state(self) -> int:
+        return self.region.shm.state
+
+    def describe(self) -> dict:
+        shm = self.region.shm
+        return {"worker": self.index, "core": self.core, "pid": self.proc.pid if self.proc else None,
+                "state": STATE_NAMES.get(shm.state, str(shm.state)),
+                "heartbeat_age_s": round(max(0, lib.fp_now_ns() - shm.heartbeat_ns) / 1e9, 3)
+                if shm.heartbeat_ns else None}
+
+    def exit_reason(self) -> str:
+        err = self.region.error
+        if err:
+            return err
+        rc = self.proc.poll() if self.proc else None
+        if rc is None:
+            return "still running"
+        return f"killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+
+    def wake(self) -> None:
+        os.eventfd_write(self.sp2fp_efd, 1)
+
+    def request_stop(self) -> None:
+        self.region.shm.stop = 1
+        self.wake()
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        for fd in (self.sp2fp_efd, self.fp2sp_efd):
+            if fd >= 0:
+                os.close(fd)
+        self.sp2fp_efd = self.fp2sp_efd = -1
+        self.region.close()
+
+
+def backend_name(fds: dict[str, int]) -> str:
+    return "tap" if "tap-fd" in fds else "xdp"
+
+
+def wait_running(workers: list[WorkerProc], timeout: float = 15.0) -> None:
+    """Block until every worker runs its loop; raise with the first failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for w in workers:
+            if w.state == lib.TAS_WORKER_FAILED or w.proc.poll() is not None:
+                raise WorkerStartError(f"fastpath worker {w.index} (CPU {w.core}) failed to start: "
+                                       f"{w.exit_reason()}")
+        if all(w.state == lib.TAS_WORKER_RUNNING for w in workers):
+            return
+        if time.monotonic() > deadline:
+            raise WorkerStartError(f"fastpath workers did not start within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def stop_all(workers: list[WorkerProc], timeout: float = 3.0) -> None:
+    """Ask every worker to stop; kill those that do not within timeout."""
+    for w in workers:
+        if w.proc is not None and w.proc.poll() is None:
+            w.request_stop()
+    deadline = time.monotonic() + timeout
+    for w in workers:
+        if w.proc is None:
+            continue
+        try:
+            w.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d did not stop in time: killing it", w.index)
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait()
