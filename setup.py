@@ -24,7 +24,7 @@ def multiarch_include() -> str:
 class BuildNative(build_ext):
     def run(self):
         super().run()
-        out = ROOT if self.inplace else Path(self.build_lib)
+        out = ROOT if self.inplace else Path(self.build_lib).resolve()
         for src in BPF_SOURCES:
             obj = out / src.replace(".bpf.c", ".bpf.o")
             obj.parent.mkdir(parents=True, exist_ok=True)

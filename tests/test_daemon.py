@@ -149,6 +149,8 @@ def test_two_workers_steer_flows_by_hash(make_testbed, backend):
         expected[lib.tas_flow_worker(int(IPv4Address(tb.peer_ip)), int(IPv4Address(tb.tasd_ip)), port, 80, 2)] += 1
     got = [w["exceptions"]["tcp_noflow"] for w in tasd.ctl("stats")["workers"]]
     assert got == expected and min(got) > 50
+    for w in tasd.ctl("status")["workers"]:  # each worker pinned to its CPU
+        assert os.sched_getaffinity(w["pid"]) == {w["core"]}
     # ARP goes to worker 0 only
     assert tasd.ctl("stats")["workers"][1]["exceptions"]["arp"] == 0
 

@@ -22,6 +22,7 @@ peer namespace until you exit it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import secrets
@@ -97,6 +98,7 @@ def sweep() -> list[str]:
 class Testbed:
     """Namespaces, veths and addresses for one run.  Use as a context manager."""
 
+    __test__ = False  # not a pytest test class
     PREFIX_LEN = 24
 
     def __init__(self, *, tap: bool = False, impair=None, subnet: str = "10.77.0", mtu: int = 1500,
@@ -177,6 +179,7 @@ class Testbed:
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             # turn SIGTERM into SystemExit so that cleanup runs
             self._old_sigterm = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        atexit.register(self.down)  # also when the owner never reaches down()
         try:
             self._build()
         except BaseException:
@@ -231,6 +234,7 @@ class Testbed:
             _netns_delete(ns)
         self._made.clear()
         (STATE_DIR / f"{self.id}.pid").unlink(missing_ok=True)
+        atexit.unregister(self.down)
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from tasd.fastpath.binding import (FastpathError, XdpProgram, XdpSockets, ipv4_be, tap_open_queues,
                                    tap_set_steering)
@@ -26,6 +27,11 @@ class XdpBackend:
         self.program: XdpProgram | None = None
 
     def open(self) -> None:
+        rxq = len(list(Path(f"/sys/class/net/{self.iface.name}/queues").glob("rx-*")))
+        if rxq > 1:
+            log.warning("%s has %d RX queues and tasd listens on queue %d only: frames the device puts on "
+                        "other queues do not reach tasd (make it one queue: ethtool -L %s combined 1)",
+                        self.iface.name, rxq, self.cfg["xdp.queue"], self.iface.name)
         stale = XdpProgram.remove_stale(self.iface.index)
         if stale:
             log.warning("removed %d XDP program(s) left on %s by an earlier tasd", stale, self.iface.name)

@@ -11,21 +11,13 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "tasd/abi.h"
-
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, struct tas_xdp_cfg);
-} tasd_cfg SEC(".maps");
+#include "tasd_cfg.bpf.h"
 
 SEC("socket")
 int tasd_tap_steer(struct __sk_buff *skb)
 {
     __u8 h[ETH_HLEN + 20];
-    __u32 key = 0;
-    struct tas_xdp_cfg *cfg = bpf_map_lookup_elem(&tasd_cfg, &key);
+    struct tas_xdp_cfg *cfg = tasd_config();
     if (cfg == NULL || cfg->nworkers <= 1)
         return 0;
     if (bpf_skb_load_bytes(skb, 0, h, ETH_HLEN + 20) < 0)

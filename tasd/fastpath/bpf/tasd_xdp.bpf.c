@@ -12,14 +12,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "tasd/abi.h"
-
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, struct tas_xdp_cfg);
-} tasd_cfg SEC(".maps");
+#include "tasd_cfg.bpf.h"
 
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -38,11 +31,10 @@ int tasd_xdp(struct xdp_md *ctx)
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
-    __u32 key = 0;
 
     if ((void *)(eth + 1) > end)
         return XDP_PASS;
-    struct tas_xdp_cfg *cfg = bpf_map_lookup_elem(&tasd_cfg, &key);
+    struct tas_xdp_cfg *cfg = tasd_config();
     if (cfg == NULL || cfg->ip == 0 || cfg->nworkers == 0)
         return XDP_PASS;
 
