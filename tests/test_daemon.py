@@ -2,6 +2,7 @@
 start-up errors and clean shutdown, on AF_XDP and on TAP."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -322,3 +323,38 @@ def test_tap_name_taken_by_another_device(testbed):
     tb = testbed
     line = failed_start(tb, backend="tap", interface=tb.veth_tasd)
     assert f"interface '{tb.veth_tasd}' exists and is not a TAP device" in line
+
+
+def test_dead_or_hung_worker_stops_tasd(testbed):
+    """Supervision: a worker that dies, or stops turning its loop, ends tasd
+    with an error rather than leaving it half working."""
+    tb = testbed
+    tasd = tb.start_tasd(cores=[0, 1]).wait_ready()
+    worker = tasd.ctl("status")["workers"][1]["pid"]
+    os.kill(worker, signal.SIGKILL)
+    assert tasd.proc.wait(timeout=10) == 1
+    assert "fastpath worker 1 (CPU 1) died: killed by signal 9" in tasd.output
+    assert not xdp_attached(tb)
+
+    tasd = tb.start_tasd().wait_ready()
+    worker = tasd.ctl("status")["workers"][0]["pid"]
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        assert tasd.proc.wait(timeout=10) == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGCONT)
+    assert "fastpath worker 0 (CPU 0) is hung" in tasd.output
+    assert not xdp_attached(tb)
+
+
+def test_control_socket_in_use(testbed):
+    """A second tasd (on another interface) that names a busy control socket
+    stops with an error and leaves the first one's socket alone."""
+    tb = testbed
+    first = tb.start_tasd().wait_ready()
+    tb.run(tb.ns_tasd, "ip", "link", "add", "tbr1", "type", "bridge")
+    tb.run(tb.ns_tasd, "ip", "link", "set", "tbr1", "up")
+    line = failed_start(tb, interface="tbr1", address="10.88.0.2/24", arp={"probe": False})
+    assert f"control socket {first.socket} is in use by another tasd" in line
+    assert first.ctl("status")["pid"] == first.proc.pid

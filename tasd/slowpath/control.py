@@ -74,11 +74,13 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {e}"}
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-            self._server = None
+        """Stop serving and remove the socket (only if it is ours)."""
+        if self._server is None:
+            return
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

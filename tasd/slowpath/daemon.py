@@ -36,6 +36,8 @@ from .tcp_closed import reset_for
 log = logging.getLogger("tasd")
 
 LOCK_DIR = "/run/tasd/locks"
+# A worker refreshes its heartbeat at least every 100 ms, even when idle.
+HUNG_AFTER_S = 2.0
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 21, 39
 MIN_FRAME = 60  # Ethernet minimum without FCS: short frames are padded
 
@@ -167,13 +169,16 @@ class Daemon:
             "status": self._cmd_status, "stats": self._cmd_stats, "arp": self._cmd_arp,
             "arp_resolve": self._cmd_arp_resolve})
         try:
-            await self._control.start()
             if cfg["arp.probe"]:
                 await self._probe_address()
             self.arp.announce(cfg["arp.announce"], loop.time())
             if cfg["gateway"] is not None:
                 self.arp.lookup(cfg["gateway"], loop.time())
             self._arp_flush()
+            self._watch_workers()
+            if self._stop.is_set():
+                return self.exit_code
+            await self._control.start()  # answering on it is what "ready" means
             log.info("tasd %s ready: %s on %s (%s), MAC %s, MTU %d, %d worker(s) on CPU %s", __version__,
                      self.address, self.iface.name, self.backend.name, self.mac, self.mtu, len(self.workers),
                      ",".join(map(str, cfg["cores"])))
@@ -192,6 +197,19 @@ class Daemon:
     def _on_signal(self, sig: int) -> None:
         log.info("%s: shutting down", signal.Signals(sig).name)
         self._stop.set()
+
+    def _watch_workers(self) -> None:
+        """A worker whose loop stopped turning is as good as dead."""
+        now = lib.fp_now_ns()
+        for w in self.workers:
+            age = (now - w.region.shm.heartbeat_ns) / 1e9
+            if age > HUNG_AFTER_S:
+                log.error("fastpath worker %d (CPU %d) is hung: no heartbeat for %.1f s; stopping",
+                          w.index, w.core, age)
+                self.exit_code = 1
+                self._stop.set()
+                return
+        asyncio.get_running_loop().call_later(HUNG_AFTER_S / 2, self._watch_workers)
 
     def _on_worker_exit(self, w: workers.WorkerProc) -> None:
         asyncio.get_running_loop().remove_reader(w.pidfd)

@@ -27,7 +27,8 @@ struct fp_dev_ops {
     unsigned (*rx)(struct fp_dev *d, struct fp_buf *bufs, unsigned n);
     /* Get up to n empty buffers to build frames in; returns how many. */
     unsigned (*alloc)(struct fp_dev *d, struct fp_buf *bufs, unsigned n);
-    /* Send n frames, taking every buffer; returns how many were accepted. */
+    /* Send n frames, taking every buffer; returns how many were accepted and
+     * sets bufs[i].len to 0 for each frame that was not. */
     unsigned (*tx)(struct fp_dev *d, struct fp_buf *bufs, unsigned n);
     /* Give back n buffers unsent. */
     void (*release)(struct fp_dev *d, struct fp_buf *bufs, unsigned n);

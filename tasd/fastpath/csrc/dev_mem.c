@@ -42,6 +42,7 @@ static unsigned mem_tx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
             sent++;
         } else {
             fp_pool_put(&m->pool, &bufs[i], 1);
+            bufs[i].len = 0;
         }
     }
     return sent;

@@ -52,6 +52,8 @@ static unsigned tap_tx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         if (bufs[i].len <= d->max_frame && write(t->fd, bufs[i].data, bufs[i].len) == (ssize_t)bufs[i].len)
             sent++;
+        else
+            bufs[i].len = 0;
     }
     fp_pool_put(&t->pool, bufs, n);
     return sent;

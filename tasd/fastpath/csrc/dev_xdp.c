@@ -347,6 +347,7 @@ static unsigned xdp_tx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
         for (unsigned i = 0; i < room; i++) {
             if (bufs[i].len > d->max_frame || bufs[i].len == 0) {
                 free_push(x, bufs[i].id); /* not sendable: dropped, counted by the caller */
+                bufs[i].len = 0;
                 continue;
             }
             struct xdp_desc *dsc = xsk_ring_prod__tx_desc(&x->tx, idx + ok);
@@ -360,8 +361,10 @@ static unsigned xdp_tx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
         if (ok)
             xsk_ring_prod__submit(&x->tx, ok);
     }
-    for (unsigned i = room; i < n; i++)
+    for (unsigned i = room; i < n; i++) {
         free_push(x, bufs[i].id); /* TX ring full: dropped */
+        bufs[i].len = 0;
+    }
     if (ok) {
         /* copy mode sends only from this system call, need_wakeup or not */
         kick_tx(x);

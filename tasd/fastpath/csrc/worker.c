@@ -141,12 +141,10 @@ static void send_batch(struct fp_worker *w, struct fp_buf *bufs, unsigned n)
 {
     if (n == 0)
         return;
-    uint64_t bytes = 0;
-    for (unsigned i = 0; i < n; i++)
-        bytes += bufs[i].len;
     unsigned sent = fp_dev_tx(w->dev, bufs, n);
+    for (unsigned i = 0; i < n; i++)
+        w->st->tx_bytes += bufs[i].len; /* zeroed by the device for frames it did not send */
     w->st->tx_frames += sent;
-    w->st->tx_bytes += sent == n ? bytes : 0;
     w->st->tx_errors += n - sent;
 }
 
