@@ -13,7 +13,8 @@ from cdef import cdef_from_header  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = "tasd/fastpath/csrc"
-SOURCES = ["csum.c", "dev.c", "dev_mem.c", "dev_tap.c", "dev_xdp.c", "dev_pcap.c", "rx.c", "worker.c", "xdp_prog.c"]
+SOURCES = ["csum.c", "dev.c", "dev_mem.c", "dev_tap.c", "dev_xdp.c", "dev_pcap.c", "rx.c", "worker.c", "xdp_prog.c",
+           "flow.c", "tcp_in.c", "tcp_out.c", "cc_newreno.c", "app.c"]
 HEADERS = [ROOT / "include/tasd/abi.h", ROOT / "include/tasd/ring.h", ROOT / CSRC / "fastpath.h"]
 
 ffibuilder = FFI()

@@ -5,7 +5,9 @@ include/tasd/abi.h); this reads them instead of restating them.  It keeps
 declarations, integer #defines and enums, evaluates the few #if forms the
 headers use (with TAS_CDEF defined and nothing else), drops _Static_assert
 lines, and turns each `static inline` function into a prototype, so that
-cffi's API mode compiles a wrapper that calls the real inline function.
+cffi's API mode compiles a wrapper that calls the real inline function
+(a body either ends on the signature's line or with a line holding only
+`}`).
 """
 from __future__ import annotations
 
@@ -58,9 +60,10 @@ def cdef_from_header(path: Path) -> str:
             while "{" not in sig:
                 sig += " " + next(lines).strip()
             out.append(sig[len("static inline"):sig.index("{")].strip() + ";")
-            for body in lines:
-                if body.rstrip() == "}":
-                    break
+            if not sig.rstrip().endswith("}"):  # a body on lines of its own
+                for body in lines:
+                    if body.rstrip() == "}":
+                        break
             continue
         out.append(line)
     return "\n".join(out)

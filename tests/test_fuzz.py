@@ -53,7 +53,8 @@ def seed_frames() -> list[bytes]:
 @pytest.fixture(scope="module")
 def fuzz_binary(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fuzz") / "fuzz_rx"
-    sources = [ROOT / "tests/fuzz/fuzz_rx.c"] + [CSRC / f for f in ("csum.c", "dev.c", "dev_mem.c", "rx.c", "worker.c")]
+    sources = [ROOT / "tests/fuzz/fuzz_rx.c"] + [CSRC / f for f in ("csum.c", "dev.c", "dev_mem.c", "rx.c", "worker.c", "flow.c",
+                                                                 "tcp_in.c", "tcp_out.c", "cc_newreno.c", "app.c")]
     subprocess.run(["gcc", "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined",
                     "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-Wall", "-Wextra",
                     "-Wno-unused-parameter", f"-I{ROOT / 'include'}", f"-I{CSRC}", *map(str, sources),

@@ -34,7 +34,9 @@ typedef __u64 uint64_t;
 #define TAS_CACHELINE 64
 
 /* ------------------------------------------------------------------------
- * Message rings: single producer, single consumer, fixed-size slots.
+ * Rings: single producer, single consumer, fixed-size slots.  Between the
+ * slowpath and a worker the slots are 2 KiB messages (struct tas_msg); the
+ * rings of applications hold 64-byte entries (struct tas_qe).
  *
  * Ownership of a slot passes with its `owner` word, written last by the
  * side that gives the slot away (release) and read first by the side that
@@ -61,9 +63,19 @@ enum tas_slot_owner {
 enum tas_msg_type {
     TAS_MSG_NONE = 0,
     /* slowpath -> fastpath (sp2fp) */
-    TAS_MSG_TX_FRAME = 1,  /* send data[0:len] as a frame */
+    TAS_MSG_TX_FRAME = 1,        /* send data[0:len] as a frame */
+    TAS_MSG_RX_FRAME = 2,        /* process data[0:len] as if received (a replayed segment) */
+    TAS_MSG_FLOW_ADD = 3,        /* data: struct tas_flow_params */
+    TAS_MSG_FLOW_REMOVE = 4,     /* data: struct tas_flow_cmd (flags: TAS_FLOW_CMD_RST) */
+    TAS_MSG_FLOW_RETRANSMIT = 5, /* data: struct tas_flow_cmd (timeout_us: the next RTO) */
+    TAS_MSG_FLOW_PROBE = 6,      /* data: struct tas_flow_cmd (flags: probe kind; timeout_us: next) */
+    TAS_MSG_APP_ADD = 7,         /* data: struct tas_app_cmd; the region's fd waits on the worker socket */
+    TAS_MSG_APP_REMOVE = 8,      /* data: struct tas_app_cmd */
+    TAS_MSG_CTX_ADD = 9,         /* data: struct tas_app_cmd; the context's eventfd waits on the socket */
     /* fastpath -> slowpath (fp2sp) */
-    TAS_MSG_EXCEPTION = 2, /* received frame handed to the slowpath; arg = enum tas_exc */
+    TAS_MSG_EXCEPTION = 16,      /* received frame handed to the slowpath; arg = enum tas_exc */
+    TAS_MSG_FLOW_EVENT = 17,     /* data: struct tas_flow_event */
+    TAS_MSG_APP_REMOVED = 18,    /* arg: app id; the worker has unmapped the app */
 };
 
 /* Why a received frame went to the slowpath. */
@@ -93,21 +105,23 @@ struct tas_ring {
     uint8_t _pad1[48];
     uint32_t consumer_armed; /* 1 while the consumer is (about to be) asleep */
     uint8_t _pad2[60];
-    /* struct tas_msg slots[nslots] follow, at offset sizeof(struct tas_ring) */
+    /* nslots slots of slot_size bytes follow, each starting with its owner word */
 };
 
 /* A side's private position in a ring (never shared). */
 struct tas_ring_cursor {
     struct tas_ring *ring;
-    struct tas_msg *slots;
+    uint8_t *slots;
     uint32_t mask;
     uint32_t pos;
+    uint32_t slot_size;
+    uint32_t _pad0;
 };
 
 /* ------------------------------------------------------------------------
  * Fastpath worker region: one shared-memory object per worker, mapped by the
  * slowpath and by that worker.  Layout, offsets from the start:
- *   struct tas_worker_shm | sp2fp ring | fp2sp ring
+ *   struct tas_worker_shm | sp2fp ring | fp2sp ring | flows | flow controls
  * ---------------------------------------------------------------------- */
 
 /* Why the fastpath dropped a received frame.  Names reach operators (tasctl,
@@ -148,6 +162,16 @@ struct tas_fp_stats {
     uint64_t sp_bad_msgs;    /* malformed sp2fp messages */
     uint64_t polls;          /* loop iterations */
     uint64_t sleeps;         /* times the worker blocked */
+    uint64_t tcp_rx_segs;    /* segments for installed flows */
+    uint64_t tcp_tx_segs;
+    uint64_t tcp_retx_segs;
+    uint64_t tcp_rx_unacceptable; /* out of window, PAWS, bad ACK: answered with an ACK, dropped */
+    uint64_t challenge_acks;
+    uint64_t app_msgs;       /* messages from apps */
+    uint64_t app_bad_msgs;   /* rejected: unknown flow, another app's flow, bad length */
+    uint64_t app_ring_full;  /* updates that waited for room in an fp2app ring */
+    uint64_t flow_events;    /* events sent to the slowpath */
+    uint64_t fp2sp_full;     /* events that waited for room in fp2sp */
     uint64_t drops[20];      /* indexed by enum tas_drop (TAS_DROP__COUNT) */
     uint64_t exceptions[3];  /* indexed by enum tas_exc (TAS_EXC__COUNT) */
 };
@@ -176,7 +200,13 @@ struct tas_worker_shm {
     uint64_t fp2sp_off;    /* offset of the fp2sp ring */
     /* control, written by the slowpath */
     uint32_t stop;         /* nonzero: leave the loop */
-    uint8_t _pad2[60];
+    uint32_t max_flows;    /* entries in the flow table */
+    uint64_t flows_off;    /* struct tas_flow[max_flows] */
+    uint64_t flow_ctl_off; /* struct tas_flow_ctl[max_flows] */
+    uint32_t rto_min_us;   /* bounds for the RTO the worker computes (RFC 6298 2.4) */
+    uint32_t rto_max_us;
+    uint32_t delack_us;    /* delayed-ACK timer */
+    uint8_t _pad2[28];
     /* status, written by the worker */
     uint32_t state;        /* enum tas_worker_state */
     int32_t pid;
@@ -201,6 +231,335 @@ struct tas_xdp_shared {
     uint32_t ring_size;    /* RX and TX ring entries of each socket */
     uint32_t nworkers;
 };
+
+/* ------------------------------------------------------------------------
+ * TCP flows (see docs/tcp.md).  A worker's flow table lives in its region,
+ * written by the worker only; the slowpath allocates indices (it alone adds
+ * and removes flows) and reads the table for stats.  Applications name a
+ * flow by its id (worker and index) and generation.
+ * ---------------------------------------------------------------------- */
+#define TAS_FLOW_INDEX_BITS 24
+#define TAS_FLOW_INDEX_MASK 0xffffff
+static inline uint32_t tas_flow_id(uint32_t worker, uint32_t index) { return worker << 24 | (index & 0xffffff); }
+
+/* Options agreed in the handshake (tas_flow.opts, tas_flow_params.opts). */
+enum tas_flow_opt {
+    TAS_OPT_TIMESTAMPS = 1,
+    TAS_OPT_SACK = 2,
+    TAS_OPT_ECN = 4,
+    TAS_OPT_WSCALE = 8,
+};
+
+enum tas_flow_state {
+    TAS_FLOW_FREE = 0,
+    TAS_FLOW_ACTIVE = 1,
+    TAS_FLOW_DEAD = 2,   /* reset or given up: carries no more data, waits for removal */
+};
+
+/* tas_flow.fl */
+enum tas_flow_flag {
+    TAS_FL_FIN_QUEUED = 1,      /* the app shut down writing: FIN after the data */
+    TAS_FL_FIN_SENT = 2,        /* fin_seq is valid */
+    TAS_FL_FIN_ACKED = 4,
+    TAS_FL_FIN_RCVD = 8,
+    TAS_FL_OOO_FIN = 16,        /* a FIN beyond rcv_nxt, at ooo_fin */
+    TAS_FL_ECE_PENDING = 32,    /* echo ECE until the peer's CWR */
+    TAS_FL_CWR_PENDING = 64,    /* set CWR on the next new data segment */
+    TAS_FL_RECOVERY = 128,      /* in fast recovery until snd_una passes recover */
+    TAS_FL_TIMING = 256,        /* an RTT measurement runs on rtt_seq */
+    TAS_FL_RTO_WAIT = 512,      /* the RTO fired: waiting for the slowpath's decision */
+    TAS_FL_APP_TX_WAIT = 1024,  /* notify the app as soon as TX space frees */
+};
+
+#define TAS_OOO_MAX 4
+#define TAS_SACK_MAX 4
+
+struct tas_flow {
+    /* identity, set at install */
+    uint32_t state;          /* enum tas_flow_state */
+    uint32_t gen;
+    uint32_t app_id;
+    uint32_t ctx;            /* the app context that gets this flow's updates */
+    uint32_t local_ip;       /* network byte order */
+    uint32_t remote_ip;
+    uint16_t local_port;     /* host byte order */
+    uint16_t remote_port;
+    uint8_t remote_mac[6];
+    uint16_t mss;            /* payload bytes per segment, before TCP options */
+    uint32_t opts;           /* enum tas_flow_opt */
+    uint8_t snd_wscale;
+    uint8_t rcv_wscale;
+    uint16_t _pad0;
+    uint32_t ts_offset;      /* our TSval = CLOCK_MONOTONIC ms + ts_offset */
+    /* the flow's buffers, in its app's region */
+    uint64_t rx_off;
+    uint64_t tx_off;
+    uint32_t rx_size;        /* powers of two */
+    uint32_t tx_size;
+    /* receive side */
+    uint32_t rcv_nxt;
+    uint32_t rx_head;        /* buffer position of rcv_nxt */
+    uint32_t rx_avail;       /* free RX buffer bytes: the receive window */
+    uint32_t rcv_adv;        /* right edge of the window last advertised */
+    uint32_t last_ack_sent;  /* rcv_nxt carried by the last segment sent */
+    uint32_t ts_recent;
+    uint32_t ooo_start[4];   /* out-of-order intervals [start, end), TAS_OOO_MAX */
+    uint32_t ooo_end[4];
+    uint32_t ooo_n;
+    uint32_t ooo_fin;        /* sequence number of a FIN beyond rcv_nxt */
+    uint32_t rx_unacked;     /* in-order bytes received since the last ACK */
+    uint32_t quickacks;      /* segments still acknowledged at once */
+    uint32_t rx_notify;      /* bytes received not yet reported to the app */
+    uint32_t tx_notify;      /* bytes acknowledged not yet reported to the app */
+    /* send side */
+    uint32_t snd_una;
+    uint32_t snd_nxt;
+    uint32_t snd_max;        /* highest sequence number sent, plus one */
+    uint32_t tx_pos;         /* buffer position of snd_una */
+    uint32_t tx_data;        /* app bytes in the TX buffer not yet acknowledged */
+    uint32_t snd_wnd;        /* the peer's window, in bytes */
+    uint32_t snd_wl1;
+    uint32_t snd_wl2;
+    uint32_t max_snd_wnd;
+    uint32_t cwnd;
+    uint32_t ssthresh;
+    uint32_t recover;        /* snd_max when recovery started (RFC 6582) */
+    uint32_t dupacks;
+    uint32_t sack_start[4];  /* the peer's SACK scoreboard above snd_una, TAS_SACK_MAX */
+    uint32_t sack_end[4];
+    uint32_t sack_n;
+    uint32_t rexmit_next;    /* next hole to retransmit in recovery */
+    uint32_t fin_seq;
+    uint32_t fl;             /* enum tas_flow_flag */
+    /* round trip and timers */
+    uint32_t srtt_us;        /* 0: no sample yet */
+    uint32_t rttvar_us;
+    uint32_t rto_us;
+    uint32_t rtt_seq;        /* the timed segment: a sample when snd_una passes it */
+    uint32_t _pad1;
+    uint64_t rtt_start_ns;
+    uint64_t rto_at;         /* CLOCK_MONOTONIC deadlines in ns, 0 when not armed */
+    uint64_t delack_at;
+    uint64_t persist_at;
+    uint64_t last_rx_ns;
+    uint64_t last_tx_ns;
+    /* counters */
+    uint64_t rx_bytes;       /* in-order payload delivered to the RX buffer */
+    uint64_t tx_bytes;       /* payload acknowledged by the peer */
+    uint64_t rx_segs;
+    uint64_t tx_segs;
+    uint64_t retx_segs;
+    uint64_t fast_retx;
+    uint64_t rtos;
+    uint64_t ooo_segs;
+    uint64_t dup_segs;       /* segments entirely below rcv_nxt */
+    uint64_t ce_bytes;       /* payload received with CE */
+    uint64_t ece_acks;       /* ACKs received with ECE */
+};
+
+/* Per-flow controls written by the slowpath only (a parallel array). */
+struct tas_flow_ctl {
+    uint32_t cwnd_cap;       /* bytes; 0: no cap */
+    uint32_t _pad0;
+    uint64_t _pad1;
+};
+
+/* TAS_MSG_FLOW_ADD */
+struct tas_flow_params {
+    uint32_t index;
+    uint32_t gen;
+    uint32_t app_id;
+    uint32_t ctx;
+    uint32_t local_ip;       /* network byte order */
+    uint32_t remote_ip;
+    uint16_t local_port;
+    uint16_t remote_port;
+    uint8_t remote_mac[6];
+    uint16_t mss;
+    uint32_t opts;           /* enum tas_flow_opt */
+    uint8_t snd_wscale;
+    uint8_t rcv_wscale;
+    uint16_t _pad0;
+    uint32_t snd_una;        /* iss + 1 */
+    uint32_t snd_nxt;
+    uint32_t rcv_nxt;        /* irs + 1 */
+    uint32_t snd_wnd;        /* bytes */
+    uint32_t ts_recent;
+    uint32_t ts_offset;
+    uint32_t rto_us;
+    uint32_t srtt_us;        /* 0: none yet */
+    uint32_t _pad1;
+    uint64_t rx_off;
+    uint64_t tx_off;
+    uint32_t rx_size;
+    uint32_t tx_size;
+};
+
+#define TAS_FLOW_CMD_RST 1
+enum tas_probe_kind { TAS_PROBE_ZERO_WINDOW = 1, TAS_PROBE_KEEPALIVE = 2 };
+
+/* TAS_MSG_FLOW_REMOVE, _RETRANSMIT, _PROBE */
+struct tas_flow_cmd {
+    uint32_t index;
+    uint32_t gen;
+    uint32_t flags;          /* REMOVE: TAS_FLOW_CMD_RST; PROBE: enum tas_probe_kind */
+    uint32_t timeout_us;     /* RETRANSMIT: the RTO to arm; PROBE: when to report again */
+};
+
+enum tas_flow_event_kind {
+    TAS_FEV_FIN_RECEIVED = 1,
+    TAS_FEV_FIN_SENT = 2,
+    TAS_FEV_FIN_ACKED = 3,
+    TAS_FEV_RESET = 4,        /* an acceptable RST arrived; the flow is dead */
+    TAS_FEV_RTO = 5,          /* the retransmission timer fired */
+    TAS_FEV_PERSIST = 6,      /* the peer's window is zero and data waits */
+    TAS_FEV_ACK_PROGRESS = 7, /* new data acknowledged after a timeout */
+    TAS_FEV_REMOVED = 8,      /* answer to FLOW_REMOVE, with the final state */
+    TAS_FEV_KEEPALIVE = 9,    /* a keepalive probe's timer: the last activity is in last_rx_ns */
+};
+
+/* TAS_MSG_FLOW_EVENT */
+struct tas_flow_event {
+    uint32_t index;
+    uint32_t gen;
+    uint32_t kind;           /* enum tas_flow_event_kind */
+    uint32_t fl;             /* the flow's flags at the time */
+    uint32_t snd_una;
+    uint32_t snd_nxt;
+    uint32_t rcv_nxt;
+    uint32_t ts_recent;
+    uint32_t srtt_us;
+    uint32_t rttvar_us;
+    uint64_t last_rx_ns;
+};
+
+/* TAS_MSG_APP_ADD, _APP_REMOVE, _CTX_ADD */
+struct tas_app_cmd {
+    uint32_t app_id;
+    uint32_t ctx;
+    uint64_t size;           /* APP_ADD: bytes of the region */
+};
+
+/* ------------------------------------------------------------------------
+ * Application regions.  One per application, created by tasd and passed to
+ * the app over the app socket (SCM_RIGHTS); mapped by the app, the slowpath
+ * and every worker.  Layout:
+ *   struct tas_app_hdr | rings | flow buffers
+ * The rings of context c start at rings_off + c * ring_stride; in order:
+ * app2sp, sp2app, then app2fp and fp2app for each worker (tas_app_ring_off).
+ * Their entries are struct tas_qe.  Nothing the app writes is trusted.
+ * ---------------------------------------------------------------------- */
+#define TAS_QE_SIZE 64
+
+enum tas_qe_type {
+    TAS_QE_NONE = 0,
+    /* app -> fastpath (app2fp) */
+    TAS_QE_TX = 1,           /* flow, gen, bump.len: bytes appended to the TX buffer */
+    TAS_QE_RX_FREED = 2,     /* flow, gen, bump.len: bytes consumed from the RX buffer */
+    TAS_QE_SHUT_WR = 3,      /* flow, gen: send FIN after the data */
+    /* fastpath -> app (fp2app) */
+    TAS_QE_FLOW_UPDATE = 16, /* flow, gen, update: bytes received and acknowledged; flags */
+    /* app -> slowpath (app2sp) */
+    TAS_QE_LISTEN = 32,      /* req: cookie, port, n = backlog; flags: TAS_QF_REUSEPORT */
+    TAS_QE_UNLISTEN = 33,    /* flow = listener id */
+    TAS_QE_ACCEPT = 34,      /* flow = listener id; req.n = connections the app can take */
+    TAS_QE_CONNECT = 35,     /* req: cookie, ip, port, lport (0: ephemeral) */
+    TAS_QE_CLOSE = 36,       /* flow, gen: the app is done with the flow */
+    TAS_QE_ABORT = 37,       /* flow, gen: reset it */
+    /* slowpath -> app (sp2app) */
+    TAS_QE_LISTENED = 48,    /* res: cookie, status, listener */
+    TAS_QE_ACCEPTED = 49,    /* flow, gen, res: listener, conn */
+    TAS_QE_CONNECTED = 50,   /* flow, gen, res: cookie, status, conn */
+    TAS_QE_CONN_ERROR = 51,  /* flow, gen, res.status: the connection failed (errno) */
+    TAS_QE_CLOSED = 52,      /* flow, gen: gone for good; the handle may be reused */
+};
+
+/* tas_qe.flags */
+enum tas_qe_flag {
+    TAS_QF_FIN = 1,          /* FLOW_UPDATE: the peer closed its side (after rx bytes) */
+    TAS_QF_REUSEPORT = 2,    /* LISTEN */
+};
+
+struct tas_conn_info {
+    uint64_t rx_off;         /* the flow's buffers in the app region */
+    uint64_t tx_off;
+    uint32_t rx_size;
+    uint32_t tx_size;
+    uint32_t remote_ip;      /* network byte order */
+    uint16_t remote_port;    /* host byte order */
+    uint16_t local_port;
+};
+
+struct tas_qe_bump {
+    uint32_t len;
+    uint32_t _pad0;
+};
+
+struct tas_qe_update {
+    uint32_t rx_bytes;       /* arrived in the RX buffer since the last update */
+    uint32_t tx_acked;       /* freed in the TX buffer since the last update */
+};
+
+struct tas_qe_req {
+    uint64_t cookie;         /* echoed in the answer */
+    uint32_t ip;             /* CONNECT: network byte order */
+    uint16_t port;
+    uint16_t lport;
+    uint32_t n;              /* LISTEN: backlog; ACCEPT: connections */
+    uint32_t _pad0;
+};
+
+struct tas_qe_res {
+    uint64_t cookie;
+    int32_t status;          /* 0 or a positive errno */
+    uint32_t listener;
+    struct tas_conn_info conn;
+};
+
+struct tas_qe {
+    uint32_t owner;          /* enum tas_slot_owner, written last / read first */
+    uint16_t type;           /* enum tas_qe_type */
+    uint16_t flags;          /* enum tas_qe_flag */
+    uint32_t flow;           /* flow id (tas_flow_id) or listener id */
+    uint32_t gen;
+    union {
+        struct tas_qe_bump bump;
+        struct tas_qe_update update;
+        struct tas_qe_req req;
+        struct tas_qe_res res;
+        uint8_t raw[48];
+    } u;
+};
+
+enum tas_app_ring {
+    TAS_RING_APP2SP = 0,
+    TAS_RING_SP2APP = 1,
+    TAS_RING_APP2FP = 2,     /* + worker */
+};
+
+struct tas_app_hdr {
+    uint32_t magic;          /* TAS_ABI_MAGIC */
+    uint32_t abi_version;
+    uint64_t size;           /* bytes in the region */
+    uint32_t app_id;
+    uint32_t nworkers;
+    uint32_t nctx;           /* context slots */
+    uint32_t ring_entries;   /* entries per ring, a power of two */
+    uint64_t rings_off;
+    uint64_t ring_bytes;     /* bytes per ring, header included */
+    uint64_t ring_stride;    /* bytes of one context's rings */
+    uint64_t buf_off;        /* flow buffers */
+    uint64_t buf_size;
+    uint8_t _pad0[56];
+};
+
+/* Offset of a context's ring: which = TAS_RING_APP2SP, TAS_RING_SP2APP,
+ * TAS_RING_APP2FP + w for app2fp of worker w, TAS_RING_APP2FP + nworkers + w
+ * for fp2app of worker w. */
+static inline uint64_t tas_app_ring_off(const struct tas_app_hdr *h, uint32_t ctx, uint32_t which)
+{
+    return h->rings_off + (uint64_t)ctx * h->ring_stride + (uint64_t)which * h->ring_bytes;
+}
 
 /* ------------------------------------------------------------------------
  * Flow steering: which worker owns a flow.  The XDP program, the TAP
@@ -242,6 +601,14 @@ _Static_assert(sizeof(((struct tas_fp_stats *)0)->exceptions) == TAS_EXC__COUNT 
 _Static_assert(offsetof(struct tas_worker_shm, stop) == TAS_CACHELINE, "stop on its own line");
 _Static_assert(offsetof(struct tas_worker_shm, state) == 2 * TAS_CACHELINE, "status line");
 _Static_assert(offsetof(struct tas_worker_shm, stats) == 4 * TAS_CACHELINE, "counters");
+_Static_assert(sizeof(struct tas_qe) == TAS_QE_SIZE, "app queue entry size");
+_Static_assert(sizeof(struct tas_qe_res) == 48, "app queue entry payload");
+_Static_assert(sizeof(struct tas_app_hdr) % TAS_CACHELINE == 0, "app header size");
+_Static_assert(sizeof(((struct tas_flow *)0)->ooo_start) == TAS_OOO_MAX * 4, "ooo intervals");
+_Static_assert(sizeof(((struct tas_flow *)0)->sack_start) == TAS_SACK_MAX * 4, "sack scoreboard");
+_Static_assert(sizeof(struct tas_flow) % 8 == 0, "flow alignment");
+_Static_assert(sizeof(struct tas_flow_params) <= TAS_RING_DATA_MAX, "flow params fit a message");
+_Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");
 #endif
 
 #endif /* TASD_ABI_H */

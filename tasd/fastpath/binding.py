@@ -184,8 +184,8 @@ class XdpProgram:
 # ---- the worker region and its rings --------------------------------------
 
 class WorkerRegion:
-    """One worker's shared memory: configuration, status, counters and the
-    two message rings, in a memfd (never a named file)."""
+    """One worker's shared memory: configuration, status, counters, the two
+    message rings and the flow table, in a memfd (never a named file)."""
 
     def __init__(self, fd: int, size: int):
         self.fd = fd
@@ -195,12 +195,12 @@ class WorkerRegion:
         self._sp2fp = self._fp2sp = None
 
     @classmethod
-    def create(cls, name: str, ring_slots: int = 256) -> "WorkerRegion":
-        size = lib.fp_shm_bytes(ring_slots)
+    def create(cls, name: str, ring_slots: int = 256, max_flows: int = 0) -> "WorkerRegion":
+        size = lib.fp_shm_bytes(ring_slots, max_flows)
         fd = os.memfd_create(name, os.MFD_CLOEXEC)
         os.ftruncate(fd, size)
         region = cls(fd, size)
-        if lib.fp_shm_init(region.shm, size, ring_slots) != 0:
+        if lib.fp_shm_init(region.shm, size, ring_slots, max_flows) != 0:
             region.close()
             raise FastpathError(f"bad ring size {ring_slots}")
         return region
@@ -211,18 +211,31 @@ class WorkerRegion:
 
     def _cursor(self, off: int):
         c = ffi.new("struct tas_ring_cursor *")
-        if lib.tas_ring_cursor_init(c, ffi.cast("struct tas_ring *", self._buf + off)) != 0:
+        if lib.tas_ring_cursor_init(c, ffi.cast("struct tas_ring *", self._buf + off), ffi.sizeof("struct tas_msg"),
+                                    self.shm.size - off) != 0:
             raise FastpathError("worker region ring is not valid")
         return c
 
+    @property
+    def flows(self):
+        """The flow table (struct tas_flow[max_flows]), read-only by convention."""
+        return ffi.cast("struct tas_flow *", self._buf + self.shm.flows_off)
+
+    @property
+    def flow_ctl(self):
+        return ffi.cast("struct tas_flow_ctl *", self._buf + self.shm.flow_ctl_off)
+
     # The slowpath's side: producer of sp2fp, consumer of fp2sp.
-    def send(self, msg_type: int, data: bytes, arg: int = 0) -> bool:
-        """Queue a message for the worker; False if the ring is full.  The
-        caller signals the worker's eventfd when wake_needed() says so."""
+    def send(self, msg_type: int, data, arg: int = 0) -> bool:
+        """Queue a message for the worker (data: bytes or a cdata struct);
+        False if the ring is full.  The caller signals the worker's eventfd
+        when wake_needed() says so."""
         if self._sp2fp is None:
             self._sp2fp = self._cursor(self.shm.sp2fp_off)
-        return lib.tas_ring_push(self._sp2fp, msg_type, arg, self.shm.worker_id, lib.fp_now_ns(), data,
-                                 len(data)) == 0
+        if isinstance(data, ffi.CData):
+            data = ffi.buffer(data)[:]
+        return lib.tas_msg_push(self._sp2fp, msg_type, arg, self.shm.worker_id, lib.fp_now_ns(), data,
+                                len(data)) == 0
 
     def wake_needed(self) -> bool:
         return self._sp2fp is not None and bool(lib.tas_ring_prod_wake_needed(self._sp2fp))
@@ -233,11 +246,12 @@ class WorkerRegion:
             self._fp2sp = self._cursor(self.shm.fp2sp_off)
         out = []
         while len(out) < limit:
-            m = lib.tas_ring_cons_slot(self._fp2sp)
-            if m == ffi.NULL:
+            slot = lib.tas_ring_cons_slot(self._fp2sp)
+            if slot == ffi.NULL:
                 break
+            m = ffi.cast("struct tas_msg *", slot)
             out.append((m.type, m.arg, bytes(ffi.buffer(m.data, min(m.len, lib.TAS_RING_DATA_MAX)))))
-            lib.tas_ring_cons_release(self._fp2sp, m)
+            lib.tas_ring_cons_release(self._fp2sp, slot)
         return out
 
     def arm(self) -> bool:
@@ -284,8 +298,9 @@ class WorkerRegion:
 class Worker:
     """The C worker loop bound to a region and a device."""
 
-    def __init__(self, region: WorkerRegion, device: Device, sp2fp_efd: int = -1, fp2sp_efd: int = -1):
-        self._w = _call(lib.fp_worker_new, region.shm, device.ptr, sp2fp_efd, fp2sp_efd)
+    def __init__(self, region: WorkerRegion, device: Device, sp2fp_efd: int = -1, fp2sp_efd: int = -1,
+                 sock_fd: int = -1, doorbell_efd: int = -1):
+        self._w = _call(lib.fp_worker_new, region.shm, device.ptr, sp2fp_efd, fp2sp_efd, sock_fd, doorbell_efd)
         self.region, self.device = region, device
 
     def poll(self, now_ns: int | None = None) -> int:
@@ -293,6 +308,16 @@ class Worker:
 
     def run(self) -> None:
         lib.fp_worker_run(self._w)
+
+    def attach_app(self, app_id: int, base, size: int) -> None:
+        """Attach an app region mapped by the caller (in-process use)."""
+        _call(lib.fp_worker_app_attach, self._w, app_id, ffi.cast("uint8_t *", base), size)
+
+    def attach_ctx(self, app_id: int, ctx: int, efd: int = -1) -> None:
+        _call(lib.fp_worker_ctx_attach, self._w, app_id, ctx, efd)
+
+    def next_deadline(self) -> int:
+        return lib.fp_worker_next_deadline(self._w)
 
     def close(self) -> None:
         if self._w is not None:

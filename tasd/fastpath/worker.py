@@ -20,6 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--region-fd", type=int, required=True)
     ap.add_argument("--sp2fp-efd", type=int, required=True)
     ap.add_argument("--fp2sp-efd", type=int, required=True)
+    ap.add_argument("--sock-fd", type=int, default=-1, help="the slowpath sends app fds here")
+    ap.add_argument("--doorbell-efd", type=int, default=-1, help="apps signal this after writing to us")
     ap.add_argument("--core", type=int, default=None)
     ap.add_argument("--backend", choices=["xdp", "tap"], required=True)
     ap.add_argument("--xsk-fd", type=int)
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
         if args.core is not None:
             os.sched_setaffinity(0, {args.core})
         dev = open_device(args, region)
-        worker = Worker(region, dev, args.sp2fp_efd, args.fp2sp_efd)
+        worker = Worker(region, dev, args.sp2fp_efd, args.fp2sp_efd, args.sock_fd, args.doorbell_efd)
         worker.run()
         return 0
     except (FastpathError, OSError) as e:

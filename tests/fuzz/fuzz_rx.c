@@ -35,12 +35,12 @@ struct rig {
 
 static int rig_init(struct rig *r)
 {
-    uint64_t size = fp_shm_bytes(RING_SLOTS);
+    uint64_t size = fp_shm_bytes(RING_SLOTS, 0);
     r->shm = aligned_alloc(64, (size + 63) & ~63ull);
     if (r->shm == NULL)
         return -1;
     memset(r->shm, 0, size);
-    if (fp_shm_init(r->shm, size, RING_SLOTS) != 0)
+    if (fp_shm_init(r->shm, size, RING_SLOTS, 0) != 0)
         return -1;
     r->shm->nworkers = 1;
     r->shm->ip = 0x0200000a; /* 10.0.0.2 in network byte order */
@@ -48,11 +48,13 @@ static int rig_init(struct rig *r)
     memcpy(r->shm->mac, our_mac, 6);
     char err[128];
     r->dev = fp_dev_mem_open(NBUFS, 1500);
-    r->w = r->dev ? fp_worker_new(r->shm, r->dev, -1, -1, err, sizeof err) : NULL;
+    r->w = r->dev ? fp_worker_new(r->shm, r->dev, -1, -1, -1, -1, err, sizeof err) : NULL;
     if (r->w == NULL)
         return -1;
-    tas_ring_cursor_init(&r->sp2fp, (struct tas_ring *)((uint8_t *)r->shm + r->shm->sp2fp_off));
-    tas_ring_cursor_init(&r->fp2sp, (struct tas_ring *)((uint8_t *)r->shm + r->shm->fp2sp_off));
+    tas_ring_cursor_init(&r->sp2fp, (struct tas_ring *)((uint8_t *)r->shm + r->shm->sp2fp_off), sizeof(struct tas_msg),
+                         r->shm->size - r->shm->sp2fp_off);
+    tas_ring_cursor_init(&r->fp2sp, (struct tas_ring *)((uint8_t *)r->shm + r->shm->fp2sp_off), sizeof(struct tas_msg),
+                         r->shm->size - r->shm->fp2sp_off);
     return 0;
 }
 
@@ -65,7 +67,7 @@ static void rig_drain(struct rig *r)
     while (fp_dev_mem_take(r->dev, out, sizeof out) >= 0)
         ;
     struct tas_msg *m;
-    while ((m = tas_ring_cons_slot(&r->fp2sp)) != NULL) {
+    while ((m = (struct tas_msg *)tas_ring_cons_slot(&r->fp2sp)) != NULL) {
         if (m->len > TAS_RING_DATA_MAX)
             abort(); /* the fastpath wrote a bad length */
         tas_ring_cons_release(&r->fp2sp, m);
@@ -216,7 +218,7 @@ int main(int argc, char **argv)
             uint32_t mlen = (uint32_t)(rnd() % 1600);
             for (uint32_t k = 0; k < mlen; k++)
                 buf[k] = (uint8_t)rnd();
-            tas_ring_push(&r.sp2fp, (uint16_t)(rnd() % 4), 0, 0, 0, buf, mlen);
+            tas_msg_push(&r.sp2fp, (uint16_t)(rnd() % 4), 0, 0, 0, buf, mlen);
         }
         if (rnd() % 16 == 0)
             rig_drain(&r);

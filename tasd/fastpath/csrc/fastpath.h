@@ -23,8 +23,14 @@ struct tas_worker_shm;
 uint64_t fp_now_ns(void);
 
 /* ---- worker region (slowpath side) ---- */
-uint64_t fp_shm_bytes(uint32_t ring_slots);
-int fp_shm_init(struct tas_worker_shm *shm, uint64_t size, uint32_t ring_slots);
+uint64_t fp_shm_bytes(uint32_t ring_slots, uint32_t max_flows);
+int fp_shm_init(struct tas_worker_shm *shm, uint64_t size, uint32_t ring_slots, uint32_t max_flows);
+
+/* ---- application regions (slowpath side) ---- */
+struct tas_app_hdr;
+uint64_t fp_app_region_bytes(uint32_t nctx, uint32_t nworkers, uint32_t ring_entries, uint64_t buf_size);
+int fp_app_region_init(struct tas_app_hdr *h, uint64_t size, uint32_t app_id, uint32_t nctx, uint32_t nworkers,
+                       uint32_t ring_entries, uint64_t buf_size);
 
 /* ---- devices ---- */
 /* In-memory device for tests: frames injected are received, frames sent are
@@ -81,8 +87,18 @@ int fp_xdp_prog_remove_stale(int ifindex, char *err, size_t errlen);
 int fp_xdp_prog_count(int ifindex);
 
 /* ---- the worker ---- */
-struct fp_worker *fp_worker_new(struct tas_worker_shm *shm, struct fp_dev *dev, int sp2fp_efd,
-                                int fp2sp_efd, char *err, size_t errlen);
+/* sock_fd: where the slowpath sends fds (app regions, context eventfds), or
+ * -1; doorbell_efd: the eventfd apps signal after writing to the worker. */
+struct fp_worker *fp_worker_new(struct tas_worker_shm *shm, struct fp_dev *dev, int sp2fp_efd, int fp2sp_efd,
+                                int sock_fd, int doorbell_efd, char *err, size_t errlen);
+/* Attach an app region mapped by the caller, and one of its contexts (for
+ * tests and tools that drive a worker in-process; tasd itself sends the fds
+ * with TAS_MSG_APP_ADD and TAS_MSG_CTX_ADD). */
+int fp_worker_app_attach(struct fp_worker *w, uint32_t app_id, uint8_t *base, uint64_t size, char *err,
+                         size_t errlen);
+int fp_worker_ctx_attach(struct fp_worker *w, uint32_t app_id, uint32_t ctx, int efd, char *err, size_t errlen);
+/* The earliest TCP timer, ns on CLOCK_MONOTONIC, 0 if none. */
+uint64_t fp_worker_next_deadline(struct fp_worker *w);
 /* One iteration of the loop at time now_ns; returns the work done (frames
  * and messages handled). */
 unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns);

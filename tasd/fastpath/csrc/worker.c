@@ -1,11 +1,13 @@
 /*
  * The fastpath worker: one per pinned core, entered once from Python and
- * left only to stop.  Each iteration receives a batch from the device,
- * classifies it (rx.c), sends the replies in one batch, hands exceptions to
- * the slowpath over the fp2sp ring, and carries out the slowpath's
- * messages from the sp2fp ring.  When nothing happened for poll_us it
- * sleeps in poll() on the device and the sp2fp eventfd, after publishing
- * that it sleeps (see abi.h), so no message or frame waits for a timeout.
+ * left only to stop.  Each iteration carries out the slowpath's messages
+ * (sp2fp), receives a batch from the device and classifies it (rx.c; TCP
+ * segments of installed flows go to tcp_in.c), takes the apps' messages,
+ * runs the TCP timers and transmissions, sends everything built as one
+ * batch, then tells apps and the slowpath what happened.  When nothing
+ * happened for poll_us it sleeps in poll() on the device, the sp2fp eventfd
+ * and the app doorbell, until the next timer at the latest, after
+ * publishing that it sleeps (see abi.h), so no message or frame waits.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,19 +28,11 @@
 #include "rx.h"
 #include "tasd/abi.h"
 #include "tasd/ring.h"
+#include "tcp.h"
+#include "wire.h"
+#include "worker.h"
 
-#define BATCH 32
 #define SLEEP_MAX_MS 100 /* wake at least this often to refresh the heartbeat */
-
-struct fp_worker {
-    struct tas_worker_shm *shm;
-    struct tas_fp_stats *st;
-    struct fp_dev *dev;
-    struct fp_iface ifc;
-    struct tas_ring_cursor sp2fp, fp2sp;
-    int sp2fp_efd, fp2sp_efd;
-    uint64_t last_work_ns;
-};
 
 static volatile sig_atomic_t stop_signal;
 
@@ -73,20 +69,32 @@ uint64_t fp_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t fp_shm_bytes(uint32_t ring_slots)
+/* ---- the worker region ---------------------------------------------------- */
+
+static uint64_t align64(uint64_t x) { return (x + 63) & ~63ull; }
+
+uint64_t fp_shm_bytes(uint32_t ring_slots, uint32_t max_flows)
 {
-    return sizeof(struct tas_worker_shm) + 2 * tas_ring_bytes(ring_slots);
+    uint64_t rings = sizeof(struct tas_worker_shm) + 2 * tas_ring_bytes(ring_slots, sizeof(struct tas_msg));
+    return align64(rings) + align64((uint64_t)max_flows * sizeof(struct tas_flow)) +
+           (uint64_t)max_flows * sizeof(struct tas_flow_ctl);
 }
 
-int fp_shm_init(struct tas_worker_shm *shm, uint64_t size, uint32_t ring_slots)
+int fp_shm_init(struct tas_worker_shm *shm, uint64_t size, uint32_t ring_slots, uint32_t max_flows)
 {
-    if (size < fp_shm_bytes(ring_slots))
+    if (size < fp_shm_bytes(ring_slots, max_flows))
         return -1;
     shm->size = size;
     shm->sp2fp_off = sizeof *shm;
-    shm->fp2sp_off = sizeof *shm + tas_ring_bytes(ring_slots);
-    if (tas_ring_init((struct tas_ring *)((uint8_t *)shm + shm->sp2fp_off), ring_slots) != 0 ||
-        tas_ring_init((struct tas_ring *)((uint8_t *)shm + shm->fp2sp_off), ring_slots) != 0)
+    shm->fp2sp_off = sizeof *shm + tas_ring_bytes(ring_slots, sizeof(struct tas_msg));
+    shm->flows_off = align64(shm->fp2sp_off + tas_ring_bytes(ring_slots, sizeof(struct tas_msg)));
+    shm->flow_ctl_off = align64(shm->flows_off + (uint64_t)max_flows * sizeof(struct tas_flow));
+    shm->max_flows = max_flows;
+    shm->rto_min_us = 200000;
+    shm->rto_max_us = 120000000;
+    shm->delack_us = 40000;
+    if (tas_ring_init((struct tas_ring *)((uint8_t *)shm + shm->sp2fp_off), ring_slots, sizeof(struct tas_msg)) != 0 ||
+        tas_ring_init((struct tas_ring *)((uint8_t *)shm + shm->fp2sp_off), ring_slots, sizeof(struct tas_msg)) != 0)
         return -1;
     shm->abi_version = TAS_ABI_VERSION;
     __atomic_store_n(&shm->magic, TAS_ABI_MAGIC, __ATOMIC_RELEASE);
@@ -94,14 +102,10 @@ int fp_shm_init(struct tas_worker_shm *shm, uint64_t size, uint32_t ring_slots)
 }
 
 struct fp_worker *fp_worker_new(struct tas_worker_shm *shm, struct fp_dev *dev, int sp2fp_efd, int fp2sp_efd,
-                                char *err, size_t errlen)
+                                int sock_fd, int doorbell_efd, char *err, size_t errlen)
 {
     if (__atomic_load_n(&shm->magic, __ATOMIC_ACQUIRE) != TAS_ABI_MAGIC || shm->abi_version != TAS_ABI_VERSION) {
         snprintf(err, errlen, "worker region has a bad magic or ABI version");
-        return NULL;
-    }
-    if (shm->fp2sp_off + tas_ring_bytes(1) > shm->size || shm->sp2fp_off + tas_ring_bytes(1) > shm->size) {
-        snprintf(err, errlen, "worker region rings out of bounds");
         return NULL;
     }
     struct fp_worker *w = calloc(1, sizeof *w);
@@ -109,10 +113,11 @@ struct fp_worker *fp_worker_new(struct tas_worker_shm *shm, struct fp_dev *dev, 
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (tas_ring_cursor_init(&w->sp2fp, (struct tas_ring *)((uint8_t *)shm + shm->sp2fp_off)) != 0 ||
-        tas_ring_cursor_init(&w->fp2sp, (struct tas_ring *)((uint8_t *)shm + shm->fp2sp_off)) != 0 ||
-        shm->fp2sp_off + tas_ring_bytes(w->fp2sp.mask + 1) > shm->size ||
-        shm->sp2fp_off + tas_ring_bytes(w->sp2fp.mask + 1) > shm->size) {
+    if (shm->sp2fp_off > shm->size || shm->fp2sp_off > shm->size ||
+        tas_ring_cursor_init(&w->sp2fp, (struct tas_ring *)((uint8_t *)shm + shm->sp2fp_off), sizeof(struct tas_msg),
+                             shm->size - shm->sp2fp_off) != 0 ||
+        tas_ring_cursor_init(&w->fp2sp, (struct tas_ring *)((uint8_t *)shm + shm->fp2sp_off), sizeof(struct tas_msg),
+                             shm->size - shm->fp2sp_off) != 0) {
         snprintf(err, errlen, "worker region rings are not valid");
         free(w);
         return NULL;
@@ -122,13 +127,28 @@ struct fp_worker *fp_worker_new(struct tas_worker_shm *shm, struct fp_dev *dev, 
     w->dev = dev;
     w->sp2fp_efd = sp2fp_efd;
     w->fp2sp_efd = fp2sp_efd;
+    w->sock_fd = sock_fd;
+    w->doorbell_efd = doorbell_efd;
+    w->now = fp_now_ns();
     memcpy(w->ifc.mac, shm->mac, 6);
     w->ifc.ip = shm->ip;
     w->ifc.max_frame = shm->mtu + 14 < dev->max_frame ? shm->mtu + 14 : dev->max_frame;
+    if (fp_tcp_init(w, err, errlen) != 0) {
+        free(w);
+        return NULL;
+    }
     return w;
 }
 
-void fp_worker_free(struct fp_worker *w) { free(w); }
+void fp_worker_free(struct fp_worker *w)
+{
+    if (w == NULL)
+        return;
+    for (uint32_t i = 0; i < FP_MAX_APPS; i++)
+        fp_app_detach(w, i);
+    fp_tcp_free(w);
+    free(w);
+}
 
 static void signal_efd(int fd)
 {
@@ -137,83 +157,279 @@ static void signal_efd(int fd)
         (void)!write(fd, &one, sizeof one);
 }
 
-static void send_batch(struct fp_worker *w, struct fp_buf *bufs, unsigned n)
+/* ---- transmission -------------------------------------------------------------- */
+
+void fp_tx_flush(struct fp_worker *w)
 {
+    unsigned n = w->ntx;
     if (n == 0)
         return;
-    unsigned sent = fp_dev_tx(w->dev, bufs, n);
+    unsigned sent = fp_dev_tx(w->dev, w->txq, n);
     for (unsigned i = 0; i < n; i++)
-        w->st->tx_bytes += bufs[i].len; /* zeroed by the device for frames it did not send */
+        w->st->tx_bytes += w->txq[i].len; /* zeroed by the device for frames it did not send */
     w->st->tx_frames += sent;
     w->st->tx_errors += n - sent;
+    w->ntx = 0;
 }
 
-/* Frames from the device. */
-static unsigned poll_rx(struct fp_worker *w, uint64_t now)
+struct fp_buf *fp_tx_alloc(struct fp_worker *w)
 {
-    struct fp_buf rx[BATCH], reply[BATCH];
-    unsigned nreply = 0, nexc = 0;
-    unsigned n = fp_dev_rx(w->dev, rx, BATCH);
-    for (unsigned i = 0; i < n; i++) {
-        struct fp_buf *b = &rx[i];
-        uint32_t reason = 0;
-        w->st->rx_frames++;
-        w->st->rx_bytes += b->len;
-        switch (fp_rx_frame(&w->ifc, b, &reason)) {
-        case FP_REPLY:
-            w->st->rx_icmp_echo++;
-            reply[nreply++] = *b;
-            continue;
-        case FP_EXCEPTION:
-            if (tas_ring_push(&w->fp2sp, TAS_MSG_EXCEPTION, reason, w->shm->worker_id, now, b->data, b->len) == 0) {
-                w->st->rx_exceptions++;
-                w->st->exceptions[reason]++;
-                nexc++;
-            } else {
-                w->st->drops[TAS_DROP_EXC_RING_FULL]++;
-            }
-            break;
-        default:
-            w->st->drops[reason < TAS_DROP__COUNT ? reason : TAS_DROP_RUNT]++;
-            break;
+    if (w->ntx == FP_TXQ)
+        fp_tx_flush(w);
+    struct fp_buf *b = &w->txq[w->ntx];
+    if (fp_dev_alloc(w->dev, b, 1) != 1) {
+        fp_tx_flush(w); /* sending frees buffers on some devices */
+        b = &w->txq[w->ntx];
+        if (fp_dev_alloc(w->dev, b, 1) != 1) {
+            w->st->tx_errors++;
+            return NULL;
         }
-        fp_dev_release(w->dev, b, 1);
     }
-    send_batch(w, reply, nreply);
-    if (nexc && tas_ring_prod_wake_needed(&w->fp2sp))
+    return b;
+}
+
+void fp_tx_commit(struct fp_worker *w, struct fp_buf *b)
+{
+    (void)b; /* it is txq[ntx] */
+    w->ntx++;
+}
+
+/* ---- events for the slowpath ------------------------------------------------------ */
+
+static int push_event(struct fp_worker *w, const struct tas_flow_event *ev)
+{
+    if (tas_msg_push(&w->fp2sp, TAS_MSG_FLOW_EVENT, ev->kind, w->shm->worker_id, w->now, ev, sizeof *ev) != 0)
+        return -1;
+    w->fp2sp_published++;
+    w->st->flow_events++;
+    return 0;
+}
+
+void fp_flow_event(struct fp_worker *w, const struct tas_flow_event *ev)
+{
+    /* keep the order: behind anything already waiting */
+    if (w->evq_len == 0 && push_event(w, ev) == 0)
+        return;
+    w->st->fp2sp_full++;
+    if (w->evq_len == FP_EVQ) {
+        w->st->sp_bad_msgs++; /* cannot happen unless the slowpath is gone */
+        return;
+    }
+    w->evq[(w->evq_head + w->evq_len++) % FP_EVQ] = *ev;
+}
+
+static void flush_events(struct fp_worker *w)
+{
+    while (w->evq_len && push_event(w, &w->evq[w->evq_head]) == 0) {
+        w->evq_head = (w->evq_head + 1) % FP_EVQ;
+        w->evq_len--;
+    }
+    if (w->fp2sp_published && tas_ring_prod_wake_needed(&w->fp2sp))
         signal_efd(w->fp2sp_efd);
+    w->fp2sp_published = 0;
+}
+
+/* ---- frames from the device ------------------------------------------------------ */
+
+static void rx_frame(struct fp_worker *w, struct fp_buf *b)
+{
+    uint32_t reason = 0;
+    w->st->rx_frames++;
+    w->st->rx_bytes += b->len;
+    switch (fp_rx_frame(&w->ifc, b, &reason)) {
+    case FP_REPLY:
+        w->st->rx_icmp_echo++;
+        if (w->ntx == FP_TXQ)
+            fp_tx_flush(w);
+        w->txq[w->ntx++] = *b; /* the reply reuses the buffer */
+        return;
+    case FP_EXCEPTION:
+        if (reason == TAS_EXC_TCP_NOFLOW) {
+            const uint8_t *ip = b->data + ETH_HLEN_;
+            if (fp_tcp_rx(w, ip, (uint32_t)(ip[0] & 0x0f) * 4, rd16(ip + 2))) {
+                fp_dev_release(w->dev, b, 1);
+                return;
+            }
+        }
+        if (tas_msg_push(&w->fp2sp, TAS_MSG_EXCEPTION, reason, w->shm->worker_id, w->now, b->data, b->len) == 0) {
+            w->st->rx_exceptions++;
+            w->st->exceptions[reason]++;
+            w->fp2sp_published++;
+        } else {
+            w->st->drops[TAS_DROP_EXC_RING_FULL]++;
+        }
+        break;
+    default:
+        w->st->drops[reason < TAS_DROP__COUNT ? reason : TAS_DROP_RUNT]++;
+        break;
+    }
+    fp_dev_release(w->dev, b, 1);
+}
+
+static unsigned poll_rx(struct fp_worker *w)
+{
+    struct fp_buf rx[FP_BATCH];
+    unsigned n = fp_dev_rx(w->dev, rx, FP_BATCH);
+    for (unsigned i = 0; i < n; i++)
+        rx_frame(w, &rx[i]);
     return n;
 }
 
-/* Messages from the slowpath.  Their contents are checked like wire input:
- * the slowpath is trusted, but a bad message must not become a bad frame. */
+/* ---- messages from the slowpath ----------------------------------------------------- */
+
+/* An fd the slowpath sent over the worker socket before the command that
+ * names it; -1 if none. */
+static int recv_fd(struct fp_worker *w)
+{
+    char byte;
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {&byte, 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    if (w->sock_fd < 0 || recvmsg(w->sock_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+        return -1;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    if (cm == NULL || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    return fd;
+}
+
+static int app_command(struct fp_worker *w, const struct tas_msg *m)
+{
+    struct tas_app_cmd c;
+    char err[128];
+    if (m->len < sizeof c)
+        return -1;
+    memcpy(&c, m->data, sizeof c);
+    if (m->type == TAS_MSG_APP_REMOVE) {
+        fp_app_detach(w, c.app_id);
+        return tas_msg_push(&w->fp2sp, TAS_MSG_APP_REMOVED, c.app_id, w->shm->worker_id, w->now, NULL, 0) == 0
+                   ? (w->fp2sp_published++, 0)
+                   : -1;
+    }
+    int fd = recv_fd(w);
+    if (fd < 0)
+        return -1;
+    if (m->type == TAS_MSG_APP_ADD) {
+        void *base = mmap(NULL, c.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        if (base == MAP_FAILED)
+            return -1;
+        if (fp_app_attach(w, c.app_id, base, c.size, err, sizeof err) != 0) {
+            munmap(base, c.size);
+            return -1;
+        }
+        w->apps[c.app_id].mapped_here = 1;
+        return 0;
+    }
+    if (fp_app_ctx_attach(w, c.app_id, c.ctx, fd, err, sizeof err) != 0) {
+        close(fd);
+        return -1;
+    }
+    w->apps[c.app_id].ctx[c.ctx]->own_efd = 1;
+    return 0;
+}
+
+/* A replayed segment: what the slowpath received before the flow existed. */
+static int replay_frame(struct fp_worker *w, const struct tas_msg *m)
+{
+    struct fp_buf b;
+    if (m->len < ETH_HLEN_ || fp_dev_alloc(w->dev, &b, 1) != 1)
+        return -1;
+    if (b.cap < m->len) {
+        fp_dev_release(w->dev, &b, 1);
+        return -1;
+    }
+    memcpy(b.data, m->data, m->len);
+    b.len = m->len;
+    uint32_t reason = 0;
+    const uint8_t *ip = b.data + ETH_HLEN_;
+    int ok = fp_rx_frame(&w->ifc, &b, &reason) == FP_EXCEPTION && reason == TAS_EXC_TCP_NOFLOW &&
+             fp_tcp_rx(w, ip, (uint32_t)(ip[0] & 0x0f) * 4, rd16(ip + 2));
+    fp_dev_release(w->dev, &b, 1);
+    return ok ? 0 : -1;
+}
+
+static int sp_message(struct fp_worker *w, const struct tas_msg *m)
+{
+    switch (m->type) {
+    case TAS_MSG_TX_FRAME: {
+        if (m->len < ETH_HLEN_ || m->len > w->ifc.max_frame)
+            return -1;
+        struct fp_buf *b = fp_tx_alloc(w);
+        if (b == NULL || b->cap < m->len) {
+            if (b) {
+                b->len = 0;
+                fp_dev_release(w->dev, b, 1);
+            }
+            return 0; /* counted as a TX error */
+        }
+        memcpy(b->data, m->data, m->len);
+        b->len = m->len;
+        fp_tx_commit(w, b);
+        w->st->sp_tx_frames++;
+        return 0;
+    }
+    case TAS_MSG_RX_FRAME:
+        replay_frame(w, m);
+        return 0; /* a segment the flow no longer wants is not the slowpath's fault */
+    case TAS_MSG_FLOW_ADD: {
+        struct tas_flow_params p;
+        if (m->len < sizeof p)
+            return -1;
+        memcpy(&p, m->data, sizeof p);
+        return fp_tcp_flow_add(w, &p);
+    }
+    case TAS_MSG_FLOW_REMOVE:
+    case TAS_MSG_FLOW_RETRANSMIT:
+    case TAS_MSG_FLOW_PROBE: {
+        struct tas_flow_cmd c;
+        if (m->len < sizeof c)
+            return -1;
+        memcpy(&c, m->data, sizeof c);
+        if (m->type == TAS_MSG_FLOW_REMOVE)
+            return fp_tcp_flow_remove(w, &c);
+        /* a flow removed meanwhile is no error: the slowpath's decision crossed it */
+        if (m->type == TAS_MSG_FLOW_RETRANSMIT)
+            fp_tcp_flow_retransmit(w, &c);
+        else
+            fp_tcp_flow_probe(w, &c);
+        return 0;
+    }
+    case TAS_MSG_APP_ADD:
+    case TAS_MSG_APP_REMOVE:
+    case TAS_MSG_CTX_ADD:
+        return app_command(w, m);
+    default:
+        return -1;
+    }
+}
+
 static unsigned poll_sp(struct fp_worker *w)
 {
-    struct fp_buf tx[BATCH];
-    unsigned ntx = 0, n;
+    unsigned n;
     struct tas_msg *m;
-    for (n = 0; n < BATCH && (m = tas_ring_cons_slot(&w->sp2fp)) != NULL; n++) {
-        if (m->type == TAS_MSG_TX_FRAME && m->len >= 14 && m->len <= w->ifc.max_frame) {
-            if (fp_dev_alloc(w->dev, &tx[ntx], 1) == 1 && tx[ntx].cap >= m->len) {
-                memcpy(tx[ntx].data, m->data, m->len);
-                tx[ntx].len = m->len;
-                ntx++;
-                w->st->sp_tx_frames++;
-            } else {
-                w->st->tx_errors++;
-            }
-        } else {
+    for (n = 0; n < FP_BATCH && (m = tas_ring_cons_slot(&w->sp2fp)) != NULL; n++) {
+        if (sp_message(w, m) != 0)
             w->st->sp_bad_msgs++;
-        }
         tas_ring_cons_release(&w->sp2fp, m);
     }
-    send_batch(w, tx, ntx);
     return n;
 }
+
+/* ---- the loop ---------------------------------------------------------------------- */
 
 unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns)
 {
-    unsigned work = poll_rx(w, now_ns) + poll_sp(w);
+    w->now = now_ns;
+    unsigned work = poll_sp(w);
+    work += poll_rx(w);
+    work += fp_app_poll(w);
+    fp_tcp_poll(w);
+    fp_tx_flush(w);
+    fp_app_wake(w);
+    flush_events(w);
     w->st->polls++;
     __atomic_store_n(&w->shm->heartbeat_ns, now_ns, __ATOMIC_RELAXED);
     if (work)
@@ -226,20 +442,38 @@ static int stopping(struct fp_worker *w)
     return stop_signal || __atomic_load_n(&w->shm->stop, __ATOMIC_ACQUIRE);
 }
 
+static void drain_efd(int fd)
+{
+    uint64_t v;
+    (void)!read(fd, &v, sizeof v);
+}
+
 static void sleep_until_work(struct fp_worker *w)
 {
     if (tas_ring_cons_arm(&w->sp2fp))
         return;
-    if (fp_dev_rx_pending(w->dev) || stopping(w)) {
-        tas_ring_cons_disarm(&w->sp2fp);
-        return;
+    fp_app_arm(w);
+    int timeout = SLEEP_MAX_MS;
+    uint64_t next = fp_tcp_next_deadline(w);
+    if (next) {
+        uint64_t now = fp_now_ns();
+        uint64_t ms = next > now ? (next - now + 999999) / 1000000 : 0;
+        if (ms < (uint64_t)timeout)
+            timeout = (int)ms;
     }
-    struct pollfd pfd[2] = {{.fd = w->sp2fp_efd, .events = POLLIN}, {.fd = w->dev->wait_fd, .events = POLLIN}};
-    w->st->sleeps++;
-    if (poll(pfd, 2, SLEEP_MAX_MS) > 0 && (pfd[0].revents & POLLIN)) {
-        uint64_t v;
-        (void)!read(w->sp2fp_efd, &v, sizeof v);
+    if (timeout > 0 && !fp_app_pending(w) && !fp_dev_rx_pending(w->dev) && !stopping(w) && !w->evq_len) {
+        struct pollfd pfd[3] = {{.fd = w->sp2fp_efd, .events = POLLIN},
+                                {.fd = w->dev->wait_fd, .events = POLLIN},
+                                {.fd = w->doorbell_efd, .events = POLLIN}};
+        w->st->sleeps++;
+        if (poll(pfd, 3, timeout) > 0) {
+            if (pfd[0].revents & POLLIN)
+                drain_efd(w->sp2fp_efd);
+            if (pfd[2].revents & POLLIN)
+                drain_efd(w->doorbell_efd);
+        }
     }
+    fp_app_disarm(w);
     tas_ring_cons_disarm(&w->sp2fp);
 }
 

@@ -1,0 +1,149 @@
+/*
+ * The fastpath's TCP: established flows of one worker (fp_tcp_*).  See
+ * docs/tcp.md for what the worker does and what it leaves to the slowpath.
+ */
+#ifndef FP_TCP_H
+#define FP_TCP_H
+
+#include <stdint.h>
+
+#include "tasd/abi.h"
+#include "worker.h"
+
+/* Everything about a flow the worker needs but nobody else reads. */
+struct fp_flow_priv {
+    uint32_t hnext;         /* hash chain: index + 1, 0 ends it */
+    uint32_t tnext, tprev;  /* timer wheel list: index + 1 */
+    uint32_t tslot;         /* wheel slot + 1, 0 when not on the wheel */
+    uint64_t tdeadline;     /* the deadline the wheel holds for it */
+    uint32_t txnext;        /* TX-ready list: index + 1 */
+    uint32_t nnext;         /* notify list: index + 1 */
+    uint8_t on_tx, on_notify, need_ack, fin_reported;
+    uint32_t ecn_recover;   /* no second ECN reaction before snd_una passes this */
+    uint16_t ip_id;
+    uint16_t _pad;
+    struct fp_app *app;
+    struct fp_appctx *ctx;
+};
+
+#define FP_WHEEL_SLOTS 1024
+#define FP_WHEEL_SHIFT 20   /* one slot: 2^20 ns, about 1 ms */
+
+struct fp_tcp {
+    struct tas_flow *flows;
+    struct tas_flow_ctl *ctl;
+    struct fp_flow_priv *priv;
+    uint32_t max_flows;
+    uint32_t *buckets;      /* index + 1 */
+    uint32_t nbuckets;      /* power of two */
+    uint32_t wheel[FP_WHEEL_SLOTS]; /* index + 1 of the first flow in each slot */
+    uint64_t wheel_tick;    /* last tick processed */
+    uint32_t tx_head, tx_tail;      /* TX-ready list */
+    uint32_t notify_head, notify_tail;
+    uint64_t challenge_window;      /* RFC 5961 rate limit: second of the count */
+    uint32_t challenge_count;
+    uint32_t challenge_limit;       /* per second */
+};
+
+/* Congestion control, one file per algorithm. */
+struct fp_cc_ops {
+    const char *name;
+    void (*init)(struct tas_flow *f);
+    void (*on_ack)(struct tas_flow *f, uint32_t acked);    /* new data acknowledged, outside recovery */
+    void (*on_loss)(struct tas_flow *f);                   /* fast retransmit: entering recovery */
+    void (*on_recovery_exit)(struct tas_flow *f);
+    void (*on_ecn)(struct tas_flow *f);                    /* ECE: once per window */
+    void (*on_rto)(struct tas_flow *f);
+};
+extern const struct fp_cc_ops fp_cc_newreno;
+
+int fp_tcp_init(struct fp_worker *w, char *err, size_t errlen);
+void fp_tcp_free(struct fp_worker *w);
+
+/* Commands from the slowpath. */
+int fp_tcp_flow_add(struct fp_worker *w, const struct tas_flow_params *p);
+int fp_tcp_flow_remove(struct fp_worker *w, const struct tas_flow_cmd *c);
+int fp_tcp_flow_retransmit(struct fp_worker *w, const struct tas_flow_cmd *c);
+int fp_tcp_flow_probe(struct fp_worker *w, const struct tas_flow_cmd *c);
+
+/* A received TCP segment for our address (headers and checksum already
+ * checked by rx.c).  Returns 1 if a flow took it, 0 if no flow owns it (an
+ * exception for the slowpath). */
+int fp_tcp_rx(struct fp_worker *w, const uint8_t *ip, uint32_t ip_hlen, uint32_t ip_len);
+
+/* Messages from applications (already checked to come from app a). */
+void fp_tcp_app_msg(struct fp_worker *w, struct fp_app *a, const struct tas_qe *e);
+
+/* Once per iteration: timers, then the flows with something to send, then
+ * the updates for applications. */
+void fp_tcp_poll(struct fp_worker *w);
+/* Earliest timer deadline (ns), or 0 if none. */
+uint64_t fp_tcp_next_deadline(struct fp_worker *w);
+
+/* flow.c */
+struct tas_flow *fp_flow_lookup(struct fp_tcp *t, uint32_t remote_ip, uint32_t local_ip, uint16_t remote_port,
+                                uint16_t local_port, uint32_t *index);
+void fp_flow_hash_insert(struct fp_tcp *t, uint32_t index);
+void fp_flow_hash_remove(struct fp_tcp *t, uint32_t index);
+void fp_flow_timer_update(struct fp_tcp *t, uint32_t index);
+void fp_flow_timer_cancel(struct fp_tcp *t, uint32_t index);
+void fp_flow_tx_schedule(struct fp_tcp *t, uint32_t index);
+uint32_t fp_flow_tx_pop(struct fp_tcp *t);   /* index + 1, 0 if empty */
+void fp_flow_notify_schedule(struct fp_tcp *t, uint32_t index);
+uint32_t fp_flow_notify_pop(struct fp_tcp *t);
+/* Flows whose earliest deadline passed at tick now, one at a time. */
+uint32_t fp_flow_timer_expired(struct fp_tcp *t, uint64_t now); /* index + 1, 0 if none */
+
+/* tcp_out.c */
+/* Send a segment of flow f: seq, len payload bytes from the TX buffer,
+ * flags (ACK is always added).  Returns 0, or -1 if no buffer. */
+int fp_tcp_output(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_t len, uint8_t flags, int retx);
+void fp_tcp_send_ack(struct fp_worker *w, uint32_t index);
+void fp_tcp_send_probe(struct fp_worker *w, uint32_t index);
+void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index);
+uint32_t fp_tcp_window(struct tas_flow *f);
+
+/* tcp_in.c helpers used elsewhere */
+void fp_tcp_rtt_sample(struct fp_worker *w, struct tas_flow *f, uint64_t rtt_ns);
+void fp_tcp_event(struct fp_worker *w, uint32_t index, uint32_t kind);
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
+#define TCP_ECE 0x40
+#define TCP_CWR 0x80
+
+/* sequence number comparisons (RFC 9293, modulo 2^32) */
+static inline int seq_lt(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
+static inline int seq_le(uint32_t a, uint32_t b) { return (int32_t)(a - b) <= 0; }
+static inline int seq_gt(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
+static inline int seq_ge(uint32_t a, uint32_t b) { return (int32_t)(a - b) >= 0; }
+static inline uint32_t seq_max(uint32_t a, uint32_t b) { return seq_gt(a, b) ? a : b; }
+static inline uint32_t seq_min(uint32_t a, uint32_t b) { return seq_lt(a, b) ? a : b; }
+
+/* Payload bytes between snd_una and snd_nxt (a FIN in that range is not data). */
+static inline uint32_t tcp_data_in_flight(const struct tas_flow *f)
+{
+    uint32_t n = f->snd_nxt - f->snd_una;
+    if ((f->fl & TAS_FL_FIN_SENT) && seq_gt(f->snd_nxt, f->fin_seq) && n > 0)
+        n--;
+    return n;
+}
+
+/* App bytes not yet sent. */
+static inline uint32_t tcp_unsent(const struct tas_flow *f)
+{
+    uint32_t inflight = tcp_data_in_flight(f);
+    return f->tx_data > inflight ? f->tx_data - inflight : 0;
+}
+
+/* Payload bytes a segment can carry once options are counted. */
+static inline uint32_t tcp_eff_mss(const struct tas_flow *f)
+{
+    return f->mss - ((f->opts & TAS_OPT_TIMESTAMPS) ? 12 : 0);
+}
+
+#endif /* FP_TCP_H */

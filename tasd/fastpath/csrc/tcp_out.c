@@ -1,0 +1,356 @@
+/*
+ * Building and sending a flow's segments: data from the app's TX buffer at
+ * the MSS under min(peer window, congestion window, the slowpath's cap),
+ * retransmissions, FIN, ACKs with SACK blocks, window updates and probes.
+ */
+#include <string.h>
+
+#include "tcp.h"
+#include "wire.h"
+
+#define TCPOPT_NOP 1
+#define TCPOPT_TS 8
+#define TCPOPT_SACK 5
+
+/* The window to advertise (RFC 9293 3.8.6.2.2: receiver-side silly window
+ * avoidance; the right edge never moves left). */
+uint32_t fp_tcp_window(struct tas_flow *f)
+{
+    uint32_t wnd = f->rx_avail;
+    uint32_t max = 65535u << f->rcv_wscale;
+    if (wnd > max)
+        wnd = max;
+    wnd &= ~((1u << f->rcv_wscale) - 1); /* what the scaled field can say */
+    uint32_t edge = f->rcv_nxt + wnd;
+    uint32_t thresh = f->rx_size / 2 < f->mss ? f->rx_size / 2 : f->mss;
+    if (seq_lt(edge, f->rcv_adv) || (seq_gt(edge, f->rcv_adv) && edge - f->rcv_adv < thresh))
+        edge = seq_max(f->rcv_adv, f->rcv_nxt); /* hold the old edge */
+    return edge - f->rcv_nxt;
+}
+
+static uint32_t ts_now(const struct fp_worker *w, const struct tas_flow *f)
+{
+    return (uint32_t)(w->now / 1000000u) + f->ts_offset;
+}
+
+static void copy_from_ring(uint8_t *dst, const uint8_t *ring, uint32_t size, uint32_t pos, uint32_t len)
+{
+    pos &= size - 1;
+    uint32_t first = size - pos < len ? size - pos : len;
+    memcpy(dst, ring + pos, first);
+    if (len > first)
+        memcpy(dst + first, ring, len - first);
+}
+
+int fp_tcp_output(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_t len, uint8_t flags, int retx)
+{
+    struct fp_tcp *t = w->tcp;
+    struct tas_flow *f = &t->flows[index];
+    struct fp_flow_priv *p = &t->priv[index];
+    struct fp_buf *b = fp_tx_alloc(w);
+    if (b == NULL)
+        return -1;
+
+    /* options: timestamps, and SACK blocks while we hold out-of-order data */
+    uint8_t opt[40];
+    uint32_t olen = 0;
+    if (f->opts & TAS_OPT_TIMESTAMPS) {
+        opt[0] = TCPOPT_NOP;
+        opt[1] = TCPOPT_NOP;
+        opt[2] = TCPOPT_TS;
+        opt[3] = 10;
+        uint32_t tsval = ts_now(w, f), tsecr = f->ts_recent;
+        for (int i = 0; i < 4; i++) {
+            opt[4 + i] = (uint8_t)(tsval >> (24 - 8 * i));
+            opt[8 + i] = (uint8_t)(tsecr >> (24 - 8 * i));
+        }
+        olen = 12;
+    }
+    if ((f->opts & TAS_OPT_SACK) && f->ooo_n) {
+        uint32_t nblk = f->ooo_n, room = (40 - olen - 4) / 8;
+        if (nblk > room)
+            nblk = room;
+        opt[olen] = TCPOPT_NOP;
+        opt[olen + 1] = TCPOPT_NOP;
+        opt[olen + 2] = TCPOPT_SACK;
+        opt[olen + 3] = (uint8_t)(2 + 8 * nblk);
+        olen += 4;
+        for (uint32_t k = 0; k < nblk; k++) { /* ooo[0] is the most recent (RFC 2018) */
+            uint32_t v[2] = {f->ooo_start[k], f->ooo_end[k]};
+            for (int h = 0; h < 2; h++)
+                for (int i = 0; i < 4; i++)
+                    opt[olen + 4 * h + i] = (uint8_t)(v[h] >> (24 - 8 * i));
+            olen += 8;
+        }
+    }
+    uint32_t thlen = 20 + olen, tot = 20 + thlen + len;
+    if (ETH_HLEN_ + tot > b->cap || ETH_HLEN_ + tot > w->ifc.max_frame) {
+        b->len = 0;
+        fp_dev_release(w->dev, b, 1);
+        return -1;
+    }
+
+    uint8_t *eth = b->data, *ip = eth + ETH_HLEN_, *tcp = ip + 20;
+    memcpy(eth, f->remote_mac, 6);
+    memcpy(eth + 6, w->ifc.mac, 6);
+    wr16(eth + 12, ETHERTYPE_IPV4);
+
+    flags |= TCP_ACK;
+    if (f->fl & TAS_FL_ECE_PENDING)
+        flags |= TCP_ECE;
+    int ect = 0;
+    if ((f->opts & TAS_OPT_ECN) && len > 0 && !retx) {
+        ect = 1; /* RFC 3168 6.1.5: not on retransmissions nor pure ACKs */
+        if (f->fl & TAS_FL_CWR_PENDING) {
+            flags |= TCP_CWR;
+            f->fl &= ~TAS_FL_CWR_PENDING;
+        }
+    }
+    ip[0] = 0x45;
+    ip[1] = ect ? 0x02 : 0x00; /* ECT(0) */
+    wr16(ip + 2, (uint16_t)tot);
+    wr16(ip + 4, p->ip_id++);
+    wr16(ip + 6, 0x4000); /* DF */
+    ip[8] = 64;
+    ip[9] = IPPROTO_TCP_;
+    wr16(ip + 10, 0);
+    wr_addr(ip + 12, f->local_ip);
+    wr_addr(ip + 16, f->remote_ip);
+    wr16(ip + 10, fp_csum_fold(fp_csum_partial(ip, 20, 0)));
+
+    uint32_t wnd = fp_tcp_window(f);
+    wr16(tcp, f->local_port);
+    wr16(tcp + 2, f->remote_port);
+    uint32_t hdr_seq = seq, hdr_ack = f->rcv_nxt;
+    for (int i = 0; i < 4; i++) {
+        tcp[4 + i] = (uint8_t)(hdr_seq >> (24 - 8 * i));
+        tcp[8 + i] = (uint8_t)(hdr_ack >> (24 - 8 * i));
+    }
+    tcp[12] = (uint8_t)((thlen / 4) << 4);
+    tcp[13] = flags;
+    wr16(tcp + 14, (uint16_t)(wnd >> f->rcv_wscale));
+    wr16(tcp + 16, 0);
+    wr16(tcp + 18, 0);
+    memcpy(tcp + 20, opt, olen);
+    if (len) {
+        struct fp_app *a = p->app;
+        uint32_t off = f->tx_pos + (seq - f->snd_una);
+        copy_from_ring(tcp + thlen, a->base + f->tx_off, f->tx_size, off, len);
+    }
+    uint32_t sum = fp_csum_pseudo(f->local_ip, f->remote_ip, IPPROTO_TCP_, thlen + len);
+    wr16(tcp + 16, fp_csum_fold(fp_csum_partial(tcp, thlen + len, sum)));
+    b->len = ETH_HLEN_ + tot;
+    fp_tx_commit(w, b);
+
+    /* everything sent carries the ACK: delayed-ACK state is settled */
+    f->last_ack_sent = f->rcv_nxt;
+    f->rcv_adv = f->rcv_nxt + wnd;
+    f->rx_unacked = 0;
+    p->need_ack = 0;
+    if (f->delack_at) {
+        f->delack_at = 0;
+        fp_flow_timer_update(t, index);
+    }
+    f->tx_segs++;
+    f->last_tx_ns = w->now;
+    w->st->tcp_tx_segs++;
+    if (retx) {
+        f->retx_segs++;
+        w->st->tcp_retx_segs++;
+    }
+    return 0;
+}
+
+void fp_tcp_send_ack(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    fp_tcp_output(w, index, f->snd_nxt, 0, 0, 0);
+}
+
+/* A segment the peer must answer with an ACK carrying its window: one with
+ * an old sequence number (zero-window and keepalive probes, as Linux does). */
+void fp_tcp_send_probe(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    fp_tcp_output(w, index, f->snd_una - 1, 0, 0, 0);
+}
+
+static void arm_rto(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    if (!f->rto_at && !(f->fl & TAS_FL_RTO_WAIT)) {
+        f->rto_at = w->now + (uint64_t)f->rto_us * 1000;
+        fp_flow_timer_update(w->tcp, index);
+    }
+}
+
+/* Send [seq, seq+len) of the TX buffer (and the FIN if it ends there). */
+static int send_range(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_t len, int retx)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    uint8_t flags = 0;
+    uint32_t data_end = f->snd_una + f->tx_data; /* where the FIN goes */
+    if ((f->fl & TAS_FL_FIN_QUEUED) && seq + len == data_end)
+        flags |= TCP_FIN;
+    if (len && seq + len == data_end)
+        flags |= TCP_PSH;
+    if (fp_tcp_output(w, index, seq, len, flags, retx) != 0)
+        return -1;
+    if (flags & TCP_FIN) {
+        if (!(f->fl & TAS_FL_FIN_SENT)) {
+            f->fin_seq = data_end;
+            f->fl |= TAS_FL_FIN_SENT;
+            fp_tcp_event(w, index, TAS_FEV_FIN_SENT);
+        }
+        len++;
+    }
+    uint32_t end = seq + len;
+    if (seq_gt(end, f->snd_nxt))
+        f->snd_nxt = end;
+    if (seq_gt(end, f->snd_max))
+        f->snd_max = end;
+    if (!retx && !(f->fl & TAS_FL_TIMING) && len) {
+        f->fl |= TAS_FL_TIMING;
+        f->rtt_seq = seq;
+        f->rtt_start_ns = w->now;
+    }
+    arm_rto(w, index);
+    return 0;
+}
+
+/* Is [seq, seq+1) covered by the peer's SACK scoreboard? Returns the end
+ * of the covering block, or seq if none. */
+static uint32_t sacked_until(const struct tas_flow *f, uint32_t seq)
+{
+    for (uint32_t i = 0; i < f->sack_n; i++)
+        if (seq_ge(seq, f->sack_start[i]) && seq_lt(seq, f->sack_end[i]))
+            return f->sack_end[i];
+    return seq;
+}
+
+/* The next scoreboard block starting after seq (to bound a retransmission). */
+static uint32_t next_sacked(const struct tas_flow *f, uint32_t seq, uint32_t limit)
+{
+    uint32_t best = limit;
+    for (uint32_t i = 0; i < f->sack_n; i++)
+        if (seq_gt(f->sack_start[i], seq) && seq_lt(f->sack_start[i], best))
+            best = f->sack_start[i];
+    return best;
+}
+
+static uint32_t sacked_bytes(const struct tas_flow *f)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < f->sack_n; i++)
+        n += f->sack_end[i] - f->sack_start[i];
+    return n;
+}
+
+static uint32_t highest_sacked(const struct tas_flow *f)
+{
+    uint32_t h = f->snd_una;
+    for (uint32_t i = 0; i < f->sack_n; i++)
+        h = seq_max(h, f->sack_end[i]);
+    return h;
+}
+
+void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
+{
+    struct fp_tcp *t = w->tcp;
+    struct tas_flow *f = &t->flows[index];
+    struct fp_flow_priv *p = &t->priv[index];
+    if (f->state != TAS_FLOW_ACTIVE) {
+        p->need_ack = 0;
+        return;
+    }
+    uint32_t mss = tcp_eff_mss(f);
+    uint32_t cwnd = f->cwnd, cap = t->ctl[index].cwnd_cap;
+    if (cap && cap < cwnd)
+        cwnd = cap;
+    int sent = 0;
+
+    /* SACK recovery (RFC 6675, simplified): resend the holes below the
+     * highest SACKed byte before any new data, while the pipe allows. */
+    if ((f->fl & TAS_FL_RECOVERY) && f->sack_n) {
+        uint32_t high = highest_sacked(f);
+        if (seq_lt(f->rexmit_next, f->snd_una))
+            f->rexmit_next = f->snd_una;
+        while (seq_lt(f->rexmit_next, high)) {
+            uint32_t pipe = (f->snd_max - f->snd_una) - sacked_bytes(f);
+            if (pipe >= cwnd && sent)
+                break;
+            uint32_t s = sacked_until(f, f->rexmit_next);
+            if (s != f->rexmit_next) {
+                f->rexmit_next = s;
+                continue;
+            }
+            uint32_t end = next_sacked(f, f->rexmit_next, high);
+            uint32_t len = end - f->rexmit_next;
+            uint32_t data_end = f->snd_una + f->tx_data;
+            if (seq_gt(f->rexmit_next + len, data_end))
+                len = data_end - f->rexmit_next;
+            if (len > mss)
+                len = mss;
+            if (len == 0)
+                break;
+            if (send_range(w, index, f->rexmit_next, len, 1) != 0)
+                return;
+            f->rexmit_next += len;
+            sent++;
+        }
+    }
+
+    /* new data (or data again, after a timeout rewound snd_nxt) */
+    for (;;) {
+        uint32_t unsent = tcp_unsent(f);
+        uint32_t flight = f->snd_nxt - f->snd_una;
+        if (f->fl & TAS_FL_RECOVERY)
+            flight = flight > sacked_bytes(f) ? flight - sacked_bytes(f) : 0;
+        uint32_t wnd = f->snd_wnd < cwnd ? f->snd_wnd : cwnd;
+        int fin_due = (f->fl & TAS_FL_FIN_QUEUED) && unsent == 0 && f->snd_nxt == f->snd_una + f->tx_data;
+        if (unsent == 0 && !fin_due)
+            break;
+        if (unsent == 0) { /* a FIN alone needs no window */
+            if (send_range(w, index, f->snd_nxt, 0, f->snd_nxt != f->snd_max) != 0)
+                return;
+            sent++;
+            break;
+        }
+        /* data sent again after a timeout is a retransmission */
+        int retx = seq_lt(f->snd_nxt, f->snd_max);
+        uint32_t already = retx ? sacked_until(f, f->snd_nxt) : f->snd_nxt;
+        if (already != f->snd_nxt) { /* skip what the peer has */
+            f->snd_nxt = already;
+            continue;
+        }
+        if (flight >= wnd) {
+            if (f->snd_wnd == 0 && f->snd_nxt == f->snd_una && !f->persist_at && !f->rto_at) {
+                f->persist_at = w->now + (uint64_t)f->rto_us * 1000;
+                fp_flow_timer_update(t, index);
+            }
+            break;
+        }
+        uint32_t len = unsent < mss ? unsent : mss;
+        if (len > wnd - flight)
+            len = wnd - flight;
+        if (retx && seq_gt(f->snd_nxt + len, f->snd_max))
+            len = f->snd_max - f->snd_nxt;
+        if (retx) {
+            uint32_t bound = next_sacked(f, f->snd_nxt, f->snd_nxt + len);
+            len = bound - f->snd_nxt;
+        }
+        /* sender silly-window avoidance: no small segment while others are
+         * in flight, unless it is all we have */
+        if (len < mss && len < unsent && flight > 0)
+            break;
+        if (send_range(w, index, f->snd_nxt, len, retx) != 0)
+            return;
+        sent++;
+        if (sent >= 16) { /* fairness: others get a turn, we come back */
+            fp_flow_tx_schedule(t, index);
+            break;
+        }
+    }
+    if (!sent && p->need_ack)
+        fp_tcp_send_ack(w, index);
+}
