@@ -103,14 +103,16 @@ def _cores(v, key):
         v = [v]
     if not isinstance(v, list) or not v or not all(isinstance(c, int) and not isinstance(c, bool) for c in v):
         raise ConfigError(f"{key}: expected a list of CPU numbers, got {v!r}")
-    ncpu = os.cpu_count() or 1
+    allowed = os.sched_getaffinity(0)
     for c in v:
-        if not 0 <= c < ncpu:
-            raise ConfigError(f"{key}: CPU {c} does not exist (this machine has CPUs 0-{ncpu - 1})")
+        if c not in allowed:
+            raise ConfigError(f"{key}: CPU {c} is not available to tasd (it may run on CPUs "
+                              f"{','.join(map(str, sorted(allowed)))})")
     if len(set(v)) != len(v):
         raise ConfigError(f"{key}: {v!r} names a CPU twice")
-    if len(v) > 64:
-        raise ConfigError(f"{key}: at most 64 workers")
+    from tasd.fastpath.binding import lib
+    if len(v) > lib.TAS_MAX_WORKERS:
+        raise ConfigError(f"{key}: at most {lib.TAS_MAX_WORKERS} workers")
     return v
 
 
@@ -234,6 +236,10 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     gw = values.get("gateway")
     if gw is not None and gw not in values["address"].network:
         raise ConfigError(f"gateway: {gw} is not inside {values['address'].network}")
+    need = 2 * values["xdp.ring_size"] * len(values["cores"])
+    if values["backend"] == "xdp" and values["xdp.frames"] < need:
+        raise ConfigError(f"xdp.frames: {values['xdp.frames']} is too few for {len(values['cores'])} worker(s) "
+                          f"with xdp.ring_size {values['xdp.ring_size']}: at least {need} (2 x ring size x cores)")
     if values["mac"] is not None and values["backend"] != "tap":
         raise ConfigError("mac: only the TAP backend takes a MAC; AF_XDP uses the interface's")
     return Config(values, path or "<command line>")

@@ -358,3 +358,32 @@ def test_control_socket_in_use(testbed):
     line = failed_start(tb, interface="tbr1", address="10.88.0.2/24", arp={"probe": False})
     assert f"control socket {first.socket} is in use by another tasd" in line
     assert first.ctl("status")["pid"] == first.proc.pid
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interface_removed_stops_tasd(make_testbed, backend):
+    tb = make_testbed(tap=backend == "tap")
+    tasd = tb.start_tasd(backend=backend).wait_ready()
+    tb.run(tb.ns_tasd, "ip", "link", "del", tb.tasd_if)
+    assert tasd.proc.wait(timeout=10) == 1
+    assert f"interface {tb.tasd_if} was removed; stopping" in tasd.output
+    assert "Traceback" not in tasd.output
+
+
+def test_sigterm_during_startup_cleans_up(testbed):
+    """SIGTERM while workers start (the XDP program already attached):
+    one line, non-zero exit, nothing left attached."""
+    tb = testbed
+    tasd = tb.start_tasd(cores=[0, 1])
+    deadline = time.monotonic() + 20
+    while not xdp_attached(tb) and tasd.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    tasd.proc.send_signal(signal.SIGTERM)
+    rc = tasd.proc.wait(timeout=20)
+    out = tasd.output
+    if rc == 0:  # too late: it was up already and stopped cleanly
+        assert "ready" in out
+    else:
+        assert rc == 1 and out.strip().splitlines()[-1] == "tasd: error: SIGTERM during start-up", out
+    assert not xdp_attached(tb)
+    assert "Traceback" not in out

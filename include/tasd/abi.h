@@ -172,8 +172,8 @@ struct tas_fp_stats {
     uint64_t app_ring_full;  /* updates that waited for room in an fp2app ring */
     uint64_t flow_events;    /* events sent to the slowpath */
     uint64_t fp2sp_full;     /* events that waited for room in fp2sp */
-    uint64_t drops[20];      /* indexed by enum tas_drop (TAS_DROP__COUNT) */
-    uint64_t exceptions[3];  /* indexed by enum tas_exc (TAS_EXC__COUNT) */
+    uint64_t drops[TAS_DROP__COUNT];      /* indexed by enum tas_drop */
+    uint64_t exceptions[TAS_EXC__COUNT];  /* indexed by enum tas_exc */
 };
 
 enum tas_worker_state {
@@ -219,7 +219,8 @@ struct tas_worker_shm {
 /* ------------------------------------------------------------------------
  * AF_XDP shared state: one small region shared by all workers of a queue.
  * The UMEM's fill and completion rings belong to the queue, not to a socket,
- * so workers take this lock around their (batched) use of them.
+ * so workers take this lock around their (batched) use of them and of the
+ * pool of free frames that follows this header.
  * ---------------------------------------------------------------------- */
 struct tas_xdp_shared {
     uint32_t magic;
@@ -230,6 +231,10 @@ struct tas_xdp_shared {
     uint32_t comp_size;    /* completion ring entries */
     uint32_t ring_size;    /* RX and TX ring entries of each socket */
     uint32_t nworkers;
+    /* under the lock */
+    uint32_t nfree;        /* frames in the pool that follows: uint64_t free[nframes] */
+    uint32_t fill_target;  /* the fill ring is topped up to this many entries */
+    uint64_t bad_frames;   /* addresses outside the UMEM met (a bug if nonzero) */
 };
 
 /* ------------------------------------------------------------------------
@@ -303,8 +308,8 @@ struct tas_flow {
     uint32_t rcv_adv;        /* right edge of the window last advertised */
     uint32_t last_ack_sent;  /* rcv_nxt carried by the last segment sent */
     uint32_t ts_recent;
-    uint32_t ooo_start[4];   /* out-of-order intervals [start, end), TAS_OOO_MAX */
-    uint32_t ooo_end[4];
+    uint32_t ooo_start[TAS_OOO_MAX]; /* out-of-order intervals [start, end) */
+    uint32_t ooo_end[TAS_OOO_MAX];
     uint32_t ooo_n;
     uint32_t ooo_fin;        /* sequence number of a FIN beyond rcv_nxt */
     uint32_t rx_unacked;     /* in-order bytes received since the last ACK */
@@ -325,8 +330,8 @@ struct tas_flow {
     uint32_t ssthresh;
     uint32_t recover;        /* snd_max when recovery started (RFC 6582) */
     uint32_t dupacks;
-    uint32_t sack_start[4];  /* the peer's SACK scoreboard above snd_una, TAS_SACK_MAX */
-    uint32_t sack_end[4];
+    uint32_t sack_start[TAS_SACK_MAX]; /* the peer's SACK scoreboard above snd_una */
+    uint32_t sack_end[TAS_SACK_MAX];
     uint32_t sack_n;
     uint32_t rexmit_next;    /* next hole to retransmit in recovery */
     uint32_t fin_seq;
@@ -596,16 +601,12 @@ static inline uint32_t tas_flow_worker(uint32_t saddr, uint32_t daddr, uint32_t 
 _Static_assert(sizeof(struct tas_msg) == TAS_RING_SLOT_SIZE, "ring slot size");
 _Static_assert(TAS_RING_HDR_SIZE + TAS_RING_DATA_MAX == TAS_RING_SLOT_SIZE, "ring slot layout");
 _Static_assert(sizeof(struct tas_ring) == 2 * TAS_CACHELINE, "ring header size");
-_Static_assert(sizeof(((struct tas_fp_stats *)0)->drops) == TAS_DROP__COUNT * 8, "drop counters");
-_Static_assert(sizeof(((struct tas_fp_stats *)0)->exceptions) == TAS_EXC__COUNT * 8, "exception counters");
 _Static_assert(offsetof(struct tas_worker_shm, stop) == TAS_CACHELINE, "stop on its own line");
 _Static_assert(offsetof(struct tas_worker_shm, state) == 2 * TAS_CACHELINE, "status line");
 _Static_assert(offsetof(struct tas_worker_shm, stats) == 4 * TAS_CACHELINE, "counters");
 _Static_assert(sizeof(struct tas_qe) == TAS_QE_SIZE, "app queue entry size");
 _Static_assert(sizeof(struct tas_qe_res) == 48, "app queue entry payload");
 _Static_assert(sizeof(struct tas_app_hdr) % TAS_CACHELINE == 0, "app header size");
-_Static_assert(sizeof(((struct tas_flow *)0)->ooo_start) == TAS_OOO_MAX * 4, "ooo intervals");
-_Static_assert(sizeof(((struct tas_flow *)0)->sack_start) == TAS_SACK_MAX * 4, "sack scoreboard");
 _Static_assert(sizeof(struct tas_flow) % 8 == 0, "flow alignment");
 _Static_assert(sizeof(struct tas_flow_params) <= TAS_RING_DATA_MAX, "flow params fit a message");
 _Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");

@@ -38,9 +38,10 @@ static inline int tas_ring_init(struct tas_ring *r, uint32_t nslots, uint32_t sl
 static inline int tas_ring_cursor_init(struct tas_ring_cursor *c, struct tas_ring *r, uint32_t slot_size,
                                        uint64_t avail)
 {
-    uint32_t n = r->nslots;
-    if (__atomic_load_n(&r->magic, __ATOMIC_ACQUIRE) != TAS_ABI_MAGIC || n == 0 || (n & (n - 1)) != 0 ||
-        r->slot_size != slot_size || tas_ring_bytes(n, slot_size) > avail)
+    if (__atomic_load_n(&r->magic, __ATOMIC_ACQUIRE) != TAS_ABI_MAGIC)
+        return -1;
+    uint32_t n = r->nslots; /* read after the magic that publishes it */
+    if (n == 0 || (n & (n - 1)) != 0 || r->slot_size != slot_size || tas_ring_bytes(n, slot_size) > avail)
         return -1;
     c->ring = r;
     c->slots = (uint8_t *)(r + 1);

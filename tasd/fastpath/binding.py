@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import mmap
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def _call(fn, *args):
 def ipv4_be(addr) -> int:
     """An IPv4 address as the C side's "network byte order" uint32_t: the
     integer whose in-memory bytes are the address's four octets."""
-    return int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
+    return int.from_bytes(ipaddress.IPv4Address(addr).packed, sys.byteorder)
 
 
 def now_ns() -> int:
@@ -306,8 +307,10 @@ class Worker:
     def poll(self, now_ns: int | None = None) -> int:
         return lib.fp_worker_poll(self._w, lib.fp_now_ns() if now_ns is None else now_ns)
 
-    def run(self) -> None:
-        lib.fp_worker_run(self._w)
+    def run(self) -> bool:
+        """The loop, until stopped (True) or until the device fails (False,
+        with the reason in the region's error)."""
+        return lib.fp_worker_run(self._w) == 0
 
     def attach_app(self, app_id: int, base, size: int) -> None:
         """Attach an app region mapped by the caller (in-process use)."""
@@ -325,5 +328,5 @@ class Worker:
             self._w = None
 
 
-def worker_process_init() -> None:
-    _call(lib.fp_worker_process_init)
+def worker_process_init(parent_pid: int = 0) -> None:
+    _call(lib.fp_worker_process_init, parent_pid)

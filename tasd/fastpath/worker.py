@@ -23,6 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sock-fd", type=int, default=-1, help="the slowpath sends app fds here")
     ap.add_argument("--doorbell-efd", type=int, default=-1, help="apps signal this after writing to us")
     ap.add_argument("--core", type=int, default=None)
+    ap.add_argument("--parent-pid", type=int, default=0, help="stop if this process is no longer our parent")
     ap.add_argument("--backend", choices=["xdp", "tap"], required=True)
     ap.add_argument("--xsk-fd", type=int)
     ap.add_argument("--umem-fd", type=int)
@@ -48,12 +49,14 @@ def main(argv=None) -> int:
     region = WorkerRegion.attach(args.region_fd)
     dev = worker = None
     try:
-        worker_process_init()
+        worker_process_init(args.parent_pid)
         if args.core is not None:
             os.sched_setaffinity(0, {args.core})
         dev = open_device(args, region)
         worker = Worker(region, dev, args.sp2fp_efd, args.fp2sp_efd, args.sock_fd, args.doorbell_efd)
-        worker.run()
+        if not worker.run():
+            print(f"tasd worker: {region.error}", file=sys.stderr)
+            return 1
         return 0
     except (FastpathError, OSError) as e:
         region.set_error(str(e))

@@ -7,15 +7,17 @@ import logging
 import os
 from pathlib import Path
 
-from tasd.fastpath.binding import (FastpathError, XdpProgram, XdpSockets, ipv4_be, tap_open_queues,
+from tasd.fastpath.binding import (FastpathError, XdpProgram, XdpSockets, ipv4_be, lib, tap_open_queues,
                                    tap_set_steering)
 
 from . import netif
 
 log = logging.getLogger("tasd")
 
-# An AF_XDP frame is a 2 KiB UMEM chunk less the kernel's 256-byte headroom.
-XDP_MAX_FRAME = 2048 - 256
+# A frame must fit a message slot to the slowpath (exceptions), and with
+# AF_XDP a UMEM chunk after the kernel's headroom.
+MAX_FRAME = lib.TAS_RING_DATA_MAX
+XDP_MAX_FRAME = min(MAX_FRAME, lib.FP_XDP_FRAME_SIZE - lib.FP_XDP_HEADROOM)
 
 
 class XdpBackend:
@@ -60,7 +62,8 @@ class XdpBackend:
             try:
                 self.program.detach()
             except FastpathError as e:
-                log.error("%s", e)
+                if netif.lookup(self.iface.name) is not None:  # else it went with the interface
+                    log.error("%s", e)
             self.program = None
         if self.sockets is not None:
             self.sockets.close()

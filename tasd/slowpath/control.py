@@ -65,8 +65,8 @@ class ControlServer:
             if handler is None:
                 raise CommandError(f"unknown command {req['cmd']!r} (known: {', '.join(sorted(self.handlers))})")
             return {"ok": True, **await handler(req)}
-        except json.JSONDecodeError as e:
-            return {"ok": False, "error": f"bad JSON: {e}"}
+        except ValueError as e:  # bad JSON, or not UTF-8
+            return {"ok": False, "error": f"bad request: {e}"}
         except CommandError as e:
             return {"ok": False, "error": str(e)}
         except Exception as e:  # a bug in a handler must not take the daemon down

@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
+import errno
 import hashlib
 import logging
 import os
+import resource
 import signal
+import socket
+import struct
 import sys
 import time
 from ipaddress import IPv4Address
@@ -35,10 +38,9 @@ from .tcp_closed import reset_for
 
 log = logging.getLogger("tasd")
 
-LOCK_DIR = "/run/tasd/locks"
 # A worker refreshes its heartbeat at least every 100 ms, even when idle.
 HUNG_AFTER_S = 2.0
-CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 21, 39
+CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 14, 12, 13, 21, 39
 MIN_FRAME = 60  # Ethernet minimum without FCS: short frames are padded
 
 
@@ -54,7 +56,7 @@ def _effective_caps() -> int:
     return 0
 
 
-def check_privileges(backend: str, nworkers: int) -> None:
+def check_privileges(backend: str, nworkers: int, umem_bytes: int) -> None:
     caps = _effective_caps()
     missing = [name for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW"))
                if not caps >> bit & 1]
@@ -62,6 +64,23 @@ def check_privileges(backend: str, nworkers: int) -> None:
         missing.append("CAP_BPF")
     if missing:
         raise StartError(f"permission denied: tasd needs {', '.join(missing)} (run it as root)")
+    if backend == "xdp" and not caps >> CAP_IPC_LOCK & 1:
+        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        if soft != resource.RLIM_INFINITY and soft < umem_bytes:
+            raise StartError(f"permission denied: the AF_XDP UMEM pins {umem_bytes} bytes: tasd needs CAP_IPC_LOCK "
+                             f"or a memlock limit of at least that (it is {soft})")
+
+
+def _holder(name: str) -> str:
+    """The pid of the process that holds an abstract socket name."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            s.connect(name)
+            pid, _, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            return str(pid)
+    except OSError:
+        return "?"
 
 
 def derived_mac(ip: IPv4Address, ifname: str) -> str:
@@ -80,11 +99,11 @@ class Daemon:
         self.backend = None
         self.iface: netif.Interface | None = None
         self.mac = self.mtu = None
-        self._lock_fd = -1
+        self._lock_sock: socket.socket | None = None
         self.started = time.time()
         self.exit_code = 0
         self.stats = {"exceptions": 0, "bad_frames": 0, "icmp_rx": 0, "tcp_resets": 0, "tx_frames": 0,
-                      "tx_ring_full": 0}
+                      "tx_ring_full": 0, "bad_messages": 0, "handler_errors": 0}
         self.arp: ArpTable | None = None
         self._arp_timer = None
         self._arp_waiters: dict[IPv4Address, list[asyncio.Future]] = {}
@@ -96,7 +115,7 @@ class Daemon:
     def prepare(self) -> None:
         cfg = self.cfg
         nworkers = len(cfg["cores"])
-        check_privileges(cfg["backend"], nworkers)
+        check_privileges(cfg["backend"], nworkers, cfg["xdp.frames"] * lib.FP_XDP_FRAME_SIZE)
         name = cfg["interface"]
         self.iface = netif.lookup(name)
         if cfg["backend"] == "xdp" and self.iface is None:
@@ -112,10 +131,11 @@ class Daemon:
         self.mtu = cfg["mtu"] or dev_mtu
         if self.mtu > dev_mtu:
             raise StartError(f"mtu {self.mtu} is larger than the MTU of {name} ({dev_mtu})")
+        max_frame = backends.XDP_MAX_FRAME if cfg["backend"] == "xdp" else backends.MAX_FRAME
+        if self.mtu + 14 > max_frame:
+            what = "an AF_XDP frame" if cfg["backend"] == "xdp" else "tasd's frame buffers"
+            raise StartError(f"mtu {self.mtu} does not fit {what}: set mtu to at most {max_frame - 14}")
         if cfg["backend"] == "xdp":
-            if self.mtu + 14 > backends.XDP_MAX_FRAME:
-                raise StartError(f"mtu {self.mtu} does not fit an AF_XDP frame: set mtu to at most "
-                                 f"{backends.XDP_MAX_FRAME - 14}")
             self.mac = self.iface.mac
             self.backend = backends.XdpBackend(cfg, self.iface, nworkers)
         else:
@@ -136,20 +156,20 @@ class Daemon:
             raise StartError(str(e)) from None
 
     def _take_lock(self, ifname: str) -> None:
-        """One tasd per interface (per network namespace): an flock that the
-        kernel drops when this process dies, however it dies."""
-        os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
-        path = f"{LOCK_DIR}/{netif.netns_id()}-{ifname}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """One tasd per interface and network namespace: an abstract Unix
+        socket named after the interface, which the kernel releases when this
+        process dies however it dies (and which leaves no file behind)."""
+        name = f"\0tasd/{ifname}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StartError(f"interface {ifname!r} is already used by another tasd (pid {other})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+            sock.bind(name)
+        except OSError as e:
+            sock.close()
+            if e.errno != errno.EADDRINUSE:
+                raise
+            raise StartError(f"interface {ifname!r} is already used by another tasd (pid {_holder(name)})") from None
+        sock.listen(16)
+        self._lock_sock = sock
 
     # ---- the event loop --------------------------------------------------------
     async def run(self) -> int:
@@ -165,6 +185,9 @@ class Daemon:
             loop.add_reader(w.fp2sp_efd, self._on_exceptions, w)
             loop.add_reader(w.pidfd, self._on_worker_exit, w)
             self._on_exceptions(w)  # drain what came before, and arm the ring
+        self._links = netif.LinkWatcher(self.iface.index)
+        self._link_state = "up"
+        loop.add_reader(self._links.fileno(), self._on_link_event)
         self._control = ControlServer(cfg["control_socket"], {
             "status": self._cmd_status, "stats": self._cmd_stats, "arp": self._cmd_arp,
             "arp_resolve": self._cmd_arp_resolve})
@@ -192,6 +215,8 @@ class Daemon:
                     loop.remove_reader(w.pidfd)
             if self._arp_timer is not None:
                 self._arp_timer.cancel()
+            loop.remove_reader(self._links.fileno())
+            self._links.close()
         return self.exit_code
 
     def _on_signal(self, sig: int) -> None:
@@ -210,6 +235,18 @@ class Daemon:
                 self._stop.set()
                 return
         asyncio.get_running_loop().call_later(HUNG_AFTER_S / 2, self._watch_workers)
+
+    def _on_link_event(self) -> None:
+        for what in self._links.read():
+            if what == self._link_state:
+                continue
+            self._link_state = what
+            if what == "removed":
+                log.error("interface %s was removed; stopping", self.iface.name)
+                self.exit_code = 1
+                self._stop.set()
+                return
+            log.warning("interface %s is %s", self.iface.name, what)
 
     def _on_worker_exit(self, w: workers.WorkerProc) -> None:
         asyncio.get_running_loop().remove_reader(w.pidfd)
@@ -231,18 +268,35 @@ class Daemon:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(w.fp2sp_efd)
         now = asyncio.get_running_loop().time()
-        while budget > 0:
-            msgs = w.region.receive(min(budget, 256))
-            budget -= len(msgs)
-            for _type, reason, frame in msgs:
+        more = False
+        try:
+            while budget > 0:
+                msgs = w.region.receive(min(budget, 256))
+                budget -= len(msgs)
+                for msg_type, arg, data in msgs:
+                    self._handle_message(w, msg_type, arg, data, now)
+                if not msgs and not w.region.arm():
+                    break  # empty, and the worker will signal the next one
+            else:
+                more = True
+        finally:
+            if more:  # more waiting: let the loop breathe, then carry on
+                asyncio.get_running_loop().call_soon(self._on_exceptions, w)
+            self._arp_flush()
+            self._flush_tx()
+
+    def _handle_message(self, w: workers.WorkerProc, msg_type: int, arg: int, data: bytes, now: float) -> None:
+        """One message from a worker; a bug in handling it costs that message only."""
+        try:
+            if msg_type == lib.TAS_MSG_EXCEPTION:
                 self.stats["exceptions"] += 1
-                self._handle_exception(w, reason, frame, now)
-            if not msgs and not w.region.arm():
-                break  # empty, and the worker will signal the next one
-        else:
-            asyncio.get_running_loop().call_soon(self._on_exceptions, w)  # more waiting: yield first
-        self._arp_flush()
-        self._flush_tx()
+                self._handle_exception(w, arg, data, now)
+            else:
+                self.stats["bad_messages"] += 1
+        except Exception:
+            self.stats["handler_errors"] += 1
+            if self.stats["handler_errors"] <= 10:
+                log.exception("error handling a message from worker %d", w.index)
 
     def _handle_exception(self, w: workers.WorkerProc, reason: int, frame: bytes, now: float) -> None:
         try:
@@ -350,9 +404,9 @@ class Daemon:
         for w in self.workers:
             w.close()
         self.workers = []
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        if self._lock_sock is not None:
+            self._lock_sock.close()
+            self._lock_sock = None
 
 
 def _sum_stats(per_worker: list[dict]) -> dict:
@@ -397,6 +451,12 @@ def main(argv=None) -> int:
         return 2
     log.setLevel(cfg["log_level"].upper())
     daemon = Daemon(cfg)
+
+    def interrupted(sig, _frame):
+        raise StartError(f"{signal.Signals(sig).name} during start-up")
+    # until the event loop takes them over: stop cleanly, with one line
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     try:
         daemon.prepare()
         import uvloop

@@ -45,7 +45,7 @@ class WorkerProc:
         fds = {"region-fd": self.region.fd, "sp2fp-efd": self.sp2fp_efd, "fp2sp-efd": self.fp2sp_efd,
                **backend_fds}
         argv = [sys.executable, "-m", "tasd.fastpath.worker", "--backend", backend_name(backend_fds),
-                "--core", str(self.core)]
+                "--core", str(self.core), "--parent-pid", str(os.getpid())]
         argv += [a for k, fd in fds.items() for a in (f"--{k}", str(fd))]
         if capture:
             argv += ["--capture", capture]

@@ -5,6 +5,8 @@
  * Wireshark.  Frames are written in the order the worker saw them.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,8 +104,12 @@ struct fp_dev *fp_dev_pcap_wrap(struct fp_dev *inner, const char *path, char *er
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    p->f = fopen(path, "wb");
+    /* 0600 and no symlinks: captures hold payloads, and tasd runs as root */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    p->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (p->f == NULL) {
+        if (fd >= 0)
+            close(fd);
         snprintf(err, errlen, "capture file %s: %s", path, strerror(errno));
         free(p);
         return NULL;

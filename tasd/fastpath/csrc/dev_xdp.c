@@ -5,13 +5,15 @@
  * worker, all bound to the same queue of the interface: the first socket
  * registers the UMEM, the others share it (XDP_SHARED_UMEM).  Each worker
  * maps its own socket's RX and TX rings; the fill and completion rings
- * belong to the queue and are shared by all workers, under a spinlock in
- * struct tas_xdp_shared, taken once per batch.
+ * belong to the queue and are shared by all workers, under a lock in struct
+ * tas_xdp_shared, taken once per batch.
  *
- * UMEM chunks are owned by whoever holds them: the kernel (fill ring, TX
- * ring until completion), or a worker (its free stack, frames in flight in
- * its loop).  Chunks migrate between workers through the shared rings; the
- * total never changes.
+ * Every free frame is in one pool in the shared region (next to the lock)
+ * or in a worker's small cache.  Whichever worker holds the lock reaps all
+ * completions into the pool and tops the fill ring up to its target from
+ * the pool; caches are kept between two marks.  So frames cannot pile up
+ * in one worker, and the fill ring does not depend on which worker
+ * received or sent what.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <xdp/xsk.h>
@@ -36,8 +39,7 @@
 #define SOL_XDP 283
 #endif
 
-#define XDP_FRAME_SIZE 2048
-#define FILL_BATCH 64
+#define XDP_FRAME_SIZE FP_XDP_FRAME_SIZE
 
 _Static_assert(sizeof(((struct fp_xdp_sockets *)0)->fds) / sizeof(int) == FP_MAX_WORKERS, "fds size");
 
@@ -108,16 +110,17 @@ int fp_xdp_sockets_create(const char *ifname, uint32_t queue, uint32_t nsockets,
     uint64_t len = (uint64_t)nframes * XDP_FRAME_SIZE;
     void *area = MAP_FAILED;
     struct tas_xdp_shared *sh = MAP_FAILED;
+    size_t sh_len = sizeof *sh + (size_t)nframes * sizeof(uint64_t);
 
     out->umem_fd = memfd_create("tasd-umem", MFD_CLOEXEC);
     out->shared_fd = memfd_create("tasd-xdp", MFD_CLOEXEC);
     if (out->umem_fd < 0 || out->shared_fd < 0 || ftruncate(out->umem_fd, (off_t)len) < 0 ||
-        ftruncate(out->shared_fd, sizeof *sh) < 0) {
+        ftruncate(out->shared_fd, (off_t)sh_len) < 0) {
         snprintf(err, errlen, "UMEM memory: %s", strerror(errno));
         goto fail;
     }
     area = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, out->umem_fd, 0);
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED, out->shared_fd, 0);
+    sh = mmap(NULL, sh_len, PROT_READ | PROT_WRITE, MAP_SHARED, out->shared_fd, 0);
     if (area == MAP_FAILED || sh == MAP_FAILED) {
         snprintf(err, errlen, "UMEM mmap: %s", strerror(errno));
         goto fail;
@@ -171,7 +174,12 @@ int fp_xdp_sockets_create(const char *ifname, uint32_t queue, uint32_t nsockets,
         out->fds[out->nsockets++] = fd;
     }
 
-    memset(sh, 0, sizeof *sh);
+    memset(sh, 0, sh_len);
+    uint64_t *pool = (uint64_t *)(sh + 1);
+    for (uint32_t i = 0; i < nframes; i++)
+        pool[i] = (uint64_t)(nframes - 1 - i) * XDP_FRAME_SIZE;
+    sh->nfree = nframes;
+    sh->fill_target = fill_size - fill_size / 8;
     sh->nframes = nframes;
     sh->frame_size = XDP_FRAME_SIZE;
     sh->fill_size = fill_size;
@@ -179,13 +187,13 @@ int fp_xdp_sockets_create(const char *ifname, uint32_t queue, uint32_t nsockets,
     sh->ring_size = ring_size;
     sh->nworkers = nsockets;
     __atomic_store_n(&sh->magic, TAS_ABI_MAGIC, __ATOMIC_RELEASE);
-    munmap(sh, sizeof *sh);
+    munmap(sh, sh_len);
     munmap(area, len); /* the kernel keeps the pages pinned; workers map the memfd */
     return 0;
 
 fail:
     if (sh != MAP_FAILED)
-        munmap(sh, sizeof *sh);
+        munmap(sh, sh_len);
     if (area != MAP_FAILED)
         munmap(area, len);
     fp_xdp_sockets_close(out);
@@ -206,10 +214,17 @@ void fp_xdp_sockets_close(struct fp_xdp_sockets *s)
 
 /* ---- the device, in a worker ---- */
 
+#define CACHE_MAX 512   /* frames a worker keeps for itself */
+#define CACHE_LOW 64    /* below this it takes from the pool */
+#define CACHE_HIGH 384  /* above this it gives back to the pool */
+#define CACHE_TARGET 256
+
 struct xdp_dev {
     struct fp_dev base;
     int fd;
-    struct tas_xdp_shared *sh;
+    struct tas_xdp_shared *sh;   /* followed by the pool: uint64_t free[nframes] */
+    uint64_t *pool;
+    size_t sh_len;
     uint8_t *umem;
     uint64_t umem_len;
     uint32_t frame_size;
@@ -217,65 +232,117 @@ struct xdp_dev {
     struct xsk_ring_prod tx, fill;
     void *maps[4];
     size_t map_len[4];
-    uint64_t *free; /* stack of free chunk addresses */
-    uint32_t nfree, free_cap;
-    uint32_t fill_debt; /* chunks taken from the fill ring not yet replaced */
-    int kick_pending;   /* TX descriptors queued but the last kick failed */
+    uint64_t cache[CACHE_MAX];   /* this worker's free frames */
+    uint32_t ncache;
+    int kick_pending;            /* TX descriptors queued but the last kick failed */
 };
+
+/* The lock of the queue's shared state.  Held for a few hundred
+ * instructions per batch; a holder that is descheduled makes the others
+ * yield rather than spin out their time slice. */
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 static void sh_lock(struct tas_xdp_shared *sh)
 {
-    while (__atomic_exchange_n(&sh->lock, 1, __ATOMIC_ACQUIRE)) {
-        while (__atomic_load_n(&sh->lock, __ATOMIC_RELAXED))
-            __builtin_ia32_pause();
+    for (unsigned spins = 0; __atomic_exchange_n(&sh->lock, 1, __ATOMIC_ACQUIRE); spins++) {
+        while (__atomic_load_n(&sh->lock, __ATOMIC_RELAXED)) {
+            if (++spins > 1000) {
+                sched_yield();
+                spins = 0;
+            } else {
+                cpu_relax();
+            }
+        }
     }
 }
 
 static void sh_unlock(struct tas_xdp_shared *sh) { __atomic_store_n(&sh->lock, 0, __ATOMIC_RELEASE); }
 
-static void free_push(struct xdp_dev *x, uint64_t addr)
-{
-    if (x->nfree < x->free_cap)
-        x->free[x->nfree++] = addr & ~((uint64_t)x->frame_size - 1);
-}
+static uint64_t chunk_of(const struct xdp_dev *x, uint64_t addr) { return addr & ~((uint64_t)x->frame_size - 1); }
 
-/* Shared rings: another worker may have moved them since we last looked, so
- * the cached indices are reloaded under the lock. */
-static void reap_completions(struct xdp_dev *x)
+/* Give a frame back to this worker's cache; a full cache spills into the
+ * pool.  A frame address outside the UMEM is a bug: counted, never kept. */
+static void cache_put(struct xdp_dev *x, uint64_t addr);
+
+/* Under the lock: completions into the pool, the fill ring topped up from
+ * the pool, and the cache brought back between its marks.  The shared
+ * rings' cached indices are reloaded first: another worker may have moved
+ * them. */
+static void maintain_locked(struct xdp_dev *x)
 {
+    struct tas_xdp_shared *sh = x->sh;
     uint32_t idx, n;
-    sh_lock(x->sh);
     x->comp.cached_cons = *x->comp.consumer;
     x->comp.cached_prod = x->comp.cached_cons;
-    n = xsk_ring_cons__peek(&x->comp, x->free_cap - x->nfree, &idx);
-    for (uint32_t i = 0; i < n; i++)
-        free_push(x, *xsk_ring_cons__comp_addr(&x->comp, idx + i));
+    n = xsk_ring_cons__peek(&x->comp, sh->nframes, &idx);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t a = chunk_of(x, *xsk_ring_cons__comp_addr(&x->comp, idx + i));
+        if (a < x->umem_len && sh->nfree < sh->nframes)
+            x->pool[sh->nfree++] = a;
+        else
+            sh->bad_frames++;
+    }
     if (n)
         xsk_ring_cons__release(&x->comp, n);
-    sh_unlock(x->sh);
-}
 
-static void refill(struct xdp_dev *x)
-{
-    uint32_t n = x->fill_debt < x->nfree ? x->fill_debt : x->nfree, idx;
-    if (n == 0)
-        return;
-    sh_lock(x->sh);
+    if (x->ncache > CACHE_HIGH) {
+        while (x->ncache > CACHE_TARGET && sh->nfree < sh->nframes)
+            x->pool[sh->nfree++] = x->cache[--x->ncache];
+    }
+
     x->fill.cached_prod = *x->fill.producer;
     x->fill.cached_cons = *x->fill.consumer + x->fill.size;
-    uint32_t room = xsk_prod_nb_free(&x->fill, n);
-    if (n > room)
-        n = room;
+    uint32_t level = x->fill.size - xsk_prod_nb_free(&x->fill, x->fill.size);
+    n = level < sh->fill_target ? sh->fill_target - level : 0;
+    if (n > sh->nfree)
+        n = sh->nfree;
     if (n && xsk_ring_prod__reserve(&x->fill, n, &idx) == n) {
         for (uint32_t i = 0; i < n; i++)
-            *xsk_ring_prod__fill_addr(&x->fill, idx + i) = x->free[--x->nfree];
+            *xsk_ring_prod__fill_addr(&x->fill, idx + i) = x->pool[--sh->nfree];
         xsk_ring_prod__submit(&x->fill, n);
-        x->fill_debt -= n;
     }
-    int wake = n && xsk_ring_prod__needs_wakeup(&x->fill);
+
+    if (x->ncache < CACHE_LOW) {
+        while (x->ncache < CACHE_TARGET && sh->nfree > 0)
+            x->cache[x->ncache++] = x->pool[--sh->nfree];
+    }
+}
+
+static void maintain(struct xdp_dev *x)
+{
+    sh_lock(x->sh);
+    maintain_locked(x);
+    int wake = xsk_ring_prod__needs_wakeup(&x->fill);
     sh_unlock(x->sh);
     if (wake)
         recvfrom(x->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+}
+
+/* Cheap unlocked look: is maintenance due? */
+static int maintenance_due(struct xdp_dev *x)
+{
+    uint32_t comp_pending = __atomic_load_n(x->comp.producer, __ATOMIC_ACQUIRE) - *x->comp.consumer;
+    uint32_t fill_level = *x->fill.producer - __atomic_load_n(x->fill.consumer, __ATOMIC_ACQUIRE);
+    return comp_pending || fill_level < x->sh->fill_target / 2 || x->ncache < CACHE_LOW || x->ncache > CACHE_HIGH;
+}
+
+static void cache_put(struct xdp_dev *x, uint64_t addr)
+{
+    uint64_t a = chunk_of(x, addr);
+    if (a >= x->umem_len) {
+        __atomic_fetch_add(&x->sh->bad_frames, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (x->ncache == CACHE_MAX)
+        maintain(x); /* spills down to the target */
+    x->cache[x->ncache++] = a;
 }
 
 /* Copy mode sends only from a system call, need_wakeup or not.  If the
@@ -291,36 +358,32 @@ static unsigned xdp_rx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
 {
     struct xdp_dev *x = (struct xdp_dev *)d;
     uint32_t idx;
-    if (x->kick_pending) {
+    if (x->kick_pending)
         kick_tx(x);
-        reap_completions(x);
-    }
-    if (x->fill_debt >= FILL_BATCH || (x->fill_debt && !xsk_cons_nb_avail(&x->rx, 1)))
-        refill(x);
+    if (maintenance_due(x))
+        maintain(x);
     unsigned got = xsk_ring_cons__peek(&x->rx, n, &idx);
     for (unsigned i = 0; i < got; i++) {
         const struct xdp_desc *dsc = xsk_ring_cons__rx_desc(&x->rx, idx + i);
-        uint64_t base = dsc->addr & ~((uint64_t)x->frame_size - 1);
+        uint64_t base = chunk_of(x, dsc->addr);
         bufs[i].id = base;
         bufs[i].data = x->umem + dsc->addr;
         bufs[i].len = dsc->len;
         bufs[i].cap = (uint32_t)(base + x->frame_size - dsc->addr);
     }
-    if (got) {
+    if (got)
         xsk_ring_cons__release(&x->rx, got);
-        x->fill_debt += got;
-    }
     return got;
 }
 
 static unsigned xdp_alloc(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
 {
     struct xdp_dev *x = (struct xdp_dev *)d;
-    if (x->nfree < n)
-        reap_completions(x);
+    if (x->ncache < n)
+        maintain(x);
     unsigned i;
-    for (i = 0; i < n && x->nfree > 0; i++) {
-        uint64_t a = x->free[--x->nfree];
+    for (i = 0; i < n && x->ncache > 0; i++) {
+        uint64_t a = x->cache[--x->ncache];
         bufs[i].id = a;
         bufs[i].data = x->umem + a;
         bufs[i].len = 0;
@@ -333,7 +396,7 @@ static void xdp_release(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
 {
     struct xdp_dev *x = (struct xdp_dev *)d;
     for (unsigned i = 0; i < n; i++)
-        free_push(x, bufs[i].id);
+        cache_put(x, bufs[i].id);
 }
 
 static unsigned xdp_tx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
@@ -346,7 +409,7 @@ static unsigned xdp_tx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
     if (room && xsk_ring_prod__reserve(&x->tx, room, &idx) == room) {
         for (unsigned i = 0; i < room; i++) {
             if (bufs[i].len > d->max_frame || bufs[i].len == 0) {
-                free_push(x, bufs[i].id); /* not sendable: dropped, counted by the caller */
+                cache_put(x, bufs[i].id); /* not sendable: dropped, counted by the caller */
                 bufs[i].len = 0;
                 continue;
             }
@@ -362,14 +425,11 @@ static unsigned xdp_tx(struct fp_dev *d, struct fp_buf *bufs, unsigned n)
             xsk_ring_prod__submit(&x->tx, ok);
     }
     for (unsigned i = room; i < n; i++) {
-        free_push(x, bufs[i].id); /* TX ring full: dropped */
+        cache_put(x, bufs[i].id); /* TX ring full: dropped */
         bufs[i].len = 0;
     }
-    if (ok) {
-        /* copy mode sends only from this system call, need_wakeup or not */
-        kick_tx(x);
-        reap_completions(x);
-    }
+    if (ok)
+        kick_tx(x); /* completions are reaped by the next maintenance */
     return ok;
 }
 
@@ -388,8 +448,7 @@ static void xdp_close(struct fp_dev *d)
     if (x->umem)
         munmap(x->umem, x->umem_len);
     if (x->sh)
-        munmap(x->sh, sizeof *x->sh);
-    free(x->free);
+        munmap(x->sh, x->sh_len);
     free(x);
 }
 
@@ -430,17 +489,25 @@ struct fp_dev *fp_dev_xdp_open(int xsk_fd, int umem_fd, int shared_fd, uint32_t 
         return NULL;
     }
     x->fd = xsk_fd;
-    x->sh = mmap(NULL, sizeof *x->sh, PROT_READ | PROT_WRITE, MAP_SHARED, shared_fd, 0);
+    struct stat stt;
+    if (fstat(shared_fd, &stt) != 0 || (size_t)stt.st_size < sizeof *x->sh) {
+        snprintf(err, errlen, "AF_XDP shared state: bad fd");
+        goto fail;
+    }
+    x->sh_len = (size_t)stt.st_size;
+    x->sh = mmap(NULL, x->sh_len, PROT_READ | PROT_WRITE, MAP_SHARED, shared_fd, 0);
     if (x->sh == MAP_FAILED) {
         x->sh = NULL;
         snprintf(err, errlen, "map AF_XDP shared state: %s", strerror(errno));
         goto fail;
     }
     struct tas_xdp_shared *sh = x->sh;
-    if (__atomic_load_n(&sh->magic, __ATOMIC_ACQUIRE) != TAS_ABI_MAGIC || worker_id >= sh->nworkers) {
+    if (__atomic_load_n(&sh->magic, __ATOMIC_ACQUIRE) != TAS_ABI_MAGIC || worker_id >= sh->nworkers ||
+        x->sh_len < sizeof *sh + (uint64_t)sh->nframes * sizeof(uint64_t)) {
         snprintf(err, errlen, "AF_XDP shared state not initialised for worker %u", worker_id);
         goto fail;
     }
+    x->pool = (uint64_t *)(sh + 1);
     x->frame_size = sh->frame_size;
     x->umem_len = (uint64_t)sh->nframes * sh->frame_size;
     x->umem = mmap(NULL, x->umem_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, umem_fd, 0);
@@ -472,18 +539,7 @@ struct fp_dev *fp_dev_xdp_open(int xsk_fd, int umem_fd, int shared_fd, uint32_t 
     x->tx.cached_prod = *x->tx.producer;
     x->tx.cached_cons = *x->tx.consumer + sh->ring_size;
 
-    /* This worker's share of the chunks; half of it goes to the fill ring. */
-    uint32_t share = sh->nframes / sh->nworkers;
-    x->free_cap = sh->nframes;
-    x->free = malloc(sizeof(uint64_t) * x->free_cap);
-    if (x->free == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    for (uint32_t i = 0; i < share; i++)
-        free_push(x, (uint64_t)(worker_id * share + i) * x->frame_size);
-    x->fill_debt = share / 2 < sh->fill_size / sh->nworkers ? share / 2 : sh->fill_size / sh->nworkers;
-    refill(x);
+    maintain(x); /* the first worker fills the fill ring; each takes a cache */
 
     x->base.ops = &xdp_ops;
     x->base.kind = "xdp";

@@ -12,7 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FP_MAX_WORKERS 64 /* TAS_MAX_WORKERS */
+#define FP_MAX_WORKERS 64     /* TAS_MAX_WORKERS */
+#define FP_XDP_FRAME_SIZE 2048 /* a UMEM chunk */
+#define FP_XDP_HEADROOM 256    /* what the kernel keeps in front of a received frame (XDP_PACKET_HEADROOM) */
 
 struct fp_dev;
 struct fp_worker;
@@ -57,7 +59,7 @@ struct fp_xdp_sockets {
     int shared_fd; /* memfd holding struct tas_xdp_shared */
     int zerocopy;  /* 1 if bound in zero-copy mode */
     int nsockets;
-    int fds[64];   /* FP_MAX_WORKERS */
+    int fds[FP_MAX_WORKERS];
 };
 int fp_xdp_sockets_create(const char *ifname, uint32_t queue, uint32_t nsockets, uint32_t nframes,
                           uint32_t ring_size, int zerocopy, struct fp_xdp_sockets *out, char *err,
@@ -102,12 +104,14 @@ uint64_t fp_worker_next_deadline(struct fp_worker *w);
 /* One iteration of the loop at time now_ns; returns the work done (frames
  * and messages handled). */
 unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns);
-/* The loop: poll while busy, sleep when idle, until shm->stop is set or a
- * termination signal arrives.  Returns 0. */
+/* The loop: poll while busy, sleep when idle, until shm->stop is set or
+ * SIGTERM arrives (0), or the device fails (-1; the reason is in
+ * shm->error). */
 int fp_worker_run(struct fp_worker *w);
 void fp_worker_free(struct fp_worker *w);
-/* Worker process setup: die with the parent, and turn SIGTERM/SIGINT into a
- * clean stop of fp_worker_run. */
-int fp_worker_process_init(char *err, size_t errlen);
+/* Worker process setup: die with the parent (parent_pid), turn SIGTERM
+ * into a clean stop of fp_worker_run, and ignore SIGINT (tasd stops its
+ * workers itself). */
+int fp_worker_process_init(int parent_pid, char *err, size_t errlen);
 
 #endif /* FP_FASTPATH_H */

@@ -42,7 +42,7 @@ static void on_stop_signal(int sig)
     stop_signal = 1;
 }
 
-int fp_worker_process_init(char *err, size_t errlen)
+int fp_worker_process_init(int parent_pid, char *err, size_t errlen)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
         snprintf(err, errlen, "PR_SET_PDEATHSIG: %s", strerror(errno));
@@ -52,12 +52,14 @@ int fp_worker_process_init(char *err, size_t errlen)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal; /* no SA_RESTART: poll() returns EINTR */
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+    if (sigaction(SIGTERM, &sa, NULL) != 0) {
         snprintf(err, errlen, "sigaction: %s", strerror(errno));
         return -1;
     }
+    /* Ctrl-C reaches the whole process group: tasd stops its workers itself */
+    signal(SIGINT, SIG_IGN);
     /* the parent may already be gone between fork and prctl */
-    if (getppid() == 1)
+    if (parent_pid > 0 && getppid() != parent_pid)
         stop_signal = 1;
     return 0;
 }
@@ -411,7 +413,7 @@ static unsigned poll_sp(struct fp_worker *w)
     unsigned n;
     struct tas_msg *m;
     for (n = 0; n < FP_BATCH && (m = tas_ring_cons_slot(&w->sp2fp)) != NULL; n++) {
-        if (sp_message(w, m) != 0)
+        if (m->len > TAS_RING_DATA_MAX || sp_message(w, m) != 0)
             w->st->sp_bad_msgs++;
         tas_ring_cons_release(&w->sp2fp, m);
     }
@@ -439,7 +441,7 @@ unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns)
 
 static int stopping(struct fp_worker *w)
 {
-    return stop_signal || __atomic_load_n(&w->shm->stop, __ATOMIC_ACQUIRE);
+    return stop_signal || w->dev_failed || __atomic_load_n(&w->shm->stop, __ATOMIC_ACQUIRE);
 }
 
 static void drain_efd(int fd)
@@ -471,6 +473,8 @@ static void sleep_until_work(struct fp_worker *w)
                 drain_efd(w->sp2fp_efd);
             if (pfd[2].revents & POLLIN)
                 drain_efd(w->doorbell_efd);
+            if (pfd[1].revents & (POLLERR | POLLHUP | POLLNVAL))
+                w->dev_failed = 1; /* the interface went away under us */
         }
     }
     fp_app_disarm(w);
@@ -487,6 +491,12 @@ int fp_worker_run(struct fp_worker *w)
         uint64_t now = fp_now_ns();
         if (fp_worker_poll(w, now) == 0 && now - w->last_work_ns >= poll_ns)
             sleep_until_work(w);
+    }
+    if (w->dev_failed) {
+        snprintf(w->shm->error, sizeof w->shm->error, "the %s device failed (interface removed or down?)",
+                 w->dev->kind);
+        __atomic_store_n(&w->shm->state, TAS_WORKER_FAILED, __ATOMIC_RELEASE);
+        return -1;
     }
     __atomic_store_n(&w->shm->state, TAS_WORKER_STOPPED, __ATOMIC_RELEASE);
     return 0;

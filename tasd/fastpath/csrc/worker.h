@@ -54,6 +54,7 @@ struct fp_worker {
     int doorbell_efd;                /* apps ring it after writing an app2fp ring */
     uint64_t now;                    /* CLOCK_MONOTONIC ns of this iteration */
     uint64_t last_work_ns;
+    int dev_failed;                  /* poll() reported an error on the device */
     /* frames built this iteration, sent as one batch */
     struct fp_buf txq[FP_TXQ];
     unsigned ntx;
