@@ -38,6 +38,7 @@ struct fp_tcp {
     uint32_t nbuckets;      /* power of two */
     uint32_t wheel[FP_WHEEL_SLOTS]; /* index + 1 of the first flow in each slot */
     uint64_t wheel_tick;    /* last tick processed */
+    int wheel_started;
     uint32_t tx_head, tx_tail;      /* TX-ready list */
     uint32_t notify_head, notify_tail;
     uint64_t challenge_window;      /* RFC 5961 rate limit: second of the count */
@@ -77,6 +78,8 @@ void fp_tcp_app_msg(struct fp_worker *w, struct fp_app *a, const struct tas_qe *
 /* Once per iteration: timers, then the flows with something to send, then
  * the updates for applications. */
 void fp_tcp_poll(struct fp_worker *w);
+/* The first iteration's time starts the timer wheel. */
+void fp_tcp_clock(struct fp_worker *w);
 /* Earliest timer deadline (ns), or 0 if none. */
 uint64_t fp_tcp_next_deadline(struct fp_worker *w);
 

@@ -45,7 +45,6 @@ int fp_tcp_init(struct fp_worker *w, char *err, size_t errlen)
     if (t->priv == NULL || t->buckets == NULL)
         goto oom;
     t->challenge_limit = 1000;
-    t->wheel_tick = w->now >> FP_WHEEL_SHIFT;
     w->tcp = t;
     return 0;
 oom:
@@ -572,8 +571,8 @@ static int deliver(struct fp_worker *w, uint32_t index, struct seg *s)
         else if (f->quickacks) {
             f->quickacks--;
             ack_now = 1;
-        } else if (f->rx_unacked >= 2u * f->mss)
-            ack_now = 1;
+        } else if (f->rx_unacked >= 2u * tcp_eff_mss(f))
+            ack_now = 1; /* every second full-sized segment */
     } else {
         ooo_add(f, seq, seq + len);
         f->ooo_segs++;
@@ -748,11 +747,14 @@ void fp_tcp_app_msg(struct fp_worker *w, struct fp_app *a, const struct tas_qe *
             w->st->app_bad_msgs++;
             return;
         }
-        uint32_t before = fp_tcp_window(f);
         f->rx_avail += e->u.bump.len;
-        /* a window update when the window opens by a useful amount (or from zero) */
-        uint32_t after = fp_tcp_window(f);
-        if (after > before && (before < f->mss || after - before >= 2u * f->mss || after >= f->rx_size / 2)) {
+        /* A window update once the window we advertised has shrunk to less
+         * than half the buffer (or below a segment) and can now grow by at
+         * least two segments: the peer would stall otherwise, and is not
+         * told about every byte read. */
+        uint32_t adv = seq_gt(f->rcv_adv, f->rcv_nxt) ? f->rcv_adv - f->rcv_nxt : 0;
+        uint32_t now_wnd = fp_tcp_window(f);
+        if ((adv < f->rx_size / 2 || adv < f->mss) && now_wnd >= adv + 2u * tcp_eff_mss(f)) {
             t->priv[index].need_ack = 1;
             fp_flow_tx_schedule(t, index);
         }
@@ -794,6 +796,15 @@ static void on_timers(struct fp_worker *w, uint32_t index)
             fp_tcp_event(w, index, TAS_FEV_PERSIST);
     }
     fp_flow_timer_update(t, index);
+}
+
+void fp_tcp_clock(struct fp_worker *w)
+{
+    struct fp_tcp *t = w->tcp;
+    if (t && !t->wheel_started) { /* the wheel starts at the loop's first time */
+        t->wheel_tick = w->now >> FP_WHEEL_SHIFT;
+        t->wheel_started = 1;
+    }
 }
 
 void fp_tcp_poll(struct fp_worker *w)

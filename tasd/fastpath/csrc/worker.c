@@ -425,6 +425,7 @@ static unsigned poll_sp(struct fp_worker *w)
 unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns)
 {
     w->now = now_ns;
+    fp_tcp_clock(w);
     unsigned work = poll_sp(w);
     work += poll_rx(w);
     work += fp_app_poll(w);
