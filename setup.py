@@ -35,4 +35,5 @@ class BuildNative(build_ext):
         self.spawn(["make", "-s", "-C", str(ROOT / "libtas"), f"OUT={libdir}", f"-j{os.cpu_count() or 1}"])
 
 
-setup(cffi_modules=["_cffi_src/build_fastpath.py:ffibuilder"], cmdclass={"build_ext": BuildNative})
+setup(cffi_modules=["_cffi_src/build_fastpath.py:ffibuilder", "_cffi_src/build_libtas.py:ffibuilder"],
+      cmdclass={"build_ext": BuildNative})

@@ -160,6 +160,37 @@ OPTIONS = [
            "workers: one file each, suffixed .wN). For debugging: it costs throughput.", "/tmp/tasd.pcap",
            cli=True),
     Option("ring_slots", _int(16, 65536, pow2=True), 256, "Slots in each slowpath/fastpath message ring."),
+    Option("max_flows", _int(16, 1 << 24), 65536, "Connections each fastpath worker can carry."),
+    Option("app_socket", _path, "/run/tasd/app.sock", "Unix socket applications register on (libtas).",
+           cli=True),
+    Option("app.max_connections", _int(1, 1 << 22), 4096, "Connections one application may have open."),
+    Option("app.rx_buffer", _int(4096, 1 << 30, pow2=True), 131072, "Receive buffer of a connection, bytes "
+           "(the largest window tasd advertises; the default fills 10 Gbit/s over a 100 us round trip)."),
+    Option("app.tx_buffer", _int(4096, 1 << 30, pow2=True), 131072, "Send buffer of a connection, bytes."),
+    Option("app.contexts", _int(1, 4096), 64, "Contexts (threads using tasd) per application."),
+    Option("app.ring_entries", _int(64, 65536, pow2=True), 1024, "Entries in each application queue."),
+    Option("app.max_apps", _int(1, 256), 256, "Applications registered at once."),
+    Option("tcp.mss", _int(88, 9000), 1460, "Largest segment payload tasd accepts (capped by the MTU)."),
+    Option("tcp.window_scale", _int(0, 14), 7, "Window scale tasd offers."),
+    Option("tcp.timestamps", _bool, True, "Offer and accept TCP timestamps (RFC 7323)."),
+    Option("tcp.sack", _bool, True, "Offer and accept selective acknowledgements (RFC 2018)."),
+    Option("tcp.ecn", _bool, True, "Negotiate ECN (RFC 3168)."),
+    Option("tcp.syn_retries", _int(1, 20), 6, "SYN retransmissions before connect() gives up."),
+    Option("tcp.synack_retries", _int(1, 20), 5, "SYN-ACK retransmissions before a half-open connection is "
+           "dropped."),
+    Option("tcp.rto_initial", _float(0.01, 60.0), 1.0, "Initial retransmission timeout, seconds (RFC 6298)."),
+    Option("tcp.rto_min", _float(0.001, 60.0), 0.2, "Lower bound of the retransmission timeout, seconds."),
+    Option("tcp.rto_max", _float(0.1, 600.0), 120.0, "Upper bound of the retransmission timeout, seconds."),
+    Option("tcp.retries2", _int(1, 100), 15, "Retransmission timeouts in a row before a connection is reset."),
+    Option("tcp.delayed_ack", _float(0.001, 0.5), 0.04, "Delayed-ACK timer, seconds."),
+    Option("tcp.msl", _float(0.0, 300.0), 30.0, "Maximum segment lifetime, seconds: TIME_WAIT lasts twice "
+           "this."),
+    Option("tcp.fin_timeout", _float(1.0, 3600.0), 60.0, "Seconds in FIN_WAIT_2 after the application closed."),
+    Option("tcp.keepalive_time", _float(1.0, 1e6), 7200.0, "Idle seconds before keepalive probes."),
+    Option("tcp.keepalive_intvl", _float(1.0, 1e5), 75.0, "Seconds between keepalive probes."),
+    Option("tcp.keepalive_probes", _int(1, 100), 9, "Unanswered keepalive probes before a reset."),
+    Option("tcp.ephemeral_ports", _str, "32768-60999", "Local ports for outgoing connections, LOW-HIGH."),
+    Option("tcp.max_syn_backlog", _int(1, 1 << 20), 4096, "Half-open connections per listener at most."),
     Option("xdp.mode", _choice("auto", "native", "skb"), "auto", "XDP attach mode: driver (native) if "
            "possible, else generic (skb)."),
     Option("xdp.zerocopy", _choice("auto", "on", "off"), "auto", "AF_XDP zero-copy: where the driver offers "
@@ -240,6 +271,14 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     if values["backend"] == "xdp" and values["xdp.frames"] < need:
         raise ConfigError(f"xdp.frames: {values['xdp.frames']} is too few for {len(values['cores'])} worker(s) "
                           f"with xdp.ring_size {values['xdp.ring_size']}: at least {need} (2 x ring size x cores)")
+    try:
+        lo, hi = (int(x) for x in values["tcp.ephemeral_ports"].split("-"))
+        if not 1024 <= lo <= hi <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"tcp.ephemeral_ports: {values['tcp.ephemeral_ports']!r} is not LOW-HIGH within "
+                          "1024-65535") from None
+    values["tcp.ephemeral_ports"] = (lo, hi)
     if values["mac"] is not None and values["backend"] != "tap":
         raise ConfigError("mac: only the TAP backend takes a MAC; AF_XDP uses the interface's")
     return Config(values, path or "<command line>")

@@ -567,6 +567,41 @@ static inline uint64_t tas_app_ring_off(const struct tas_app_hdr *h, uint32_t ct
 }
 
 /* ------------------------------------------------------------------------
+ * Registration: an application talks to tasd's app socket (a Unix
+ * SOCK_SEQPACKET socket) once to register and once per context; the socket
+ * stays open for the app's lifetime, and its closing is how tasd learns the
+ * app is gone.  Descriptors travel with SCM_RIGHTS:
+ *   HELLO ->        <- WELCOME + [region memfd, slowpath doorbell, worker doorbells...]
+ *   CTX_OPEN + [the context's eventfd] ->        <- CTX_OPENED
+ *   anything refused                              <- REFUSED (status, error)
+ * ---------------------------------------------------------------------- */
+#define TAS_APP_SOCKET_PATH "/run/tasd/app.sock"
+
+enum tas_reg_type {
+    TAS_REG_HELLO = 1,
+    TAS_REG_WELCOME = 2,
+    TAS_REG_CTX_OPEN = 3,
+    TAS_REG_CTX_OPENED = 4,
+    TAS_REG_REFUSED = 5,
+};
+
+struct tas_reg_msg {
+    uint32_t magic;          /* TAS_ABI_MAGIC */
+    uint32_t abi_version;    /* TAS_ABI_VERSION */
+    uint32_t type;           /* enum tas_reg_type */
+    int32_t status;          /* REFUSED: a positive errno */
+    uint32_t app_id;
+    uint32_t ctx;            /* CTX_OPEN, CTX_OPENED */
+    uint32_t nctx;           /* WELCOME: context slots in the region */
+    uint32_t nworkers;       /* WELCOME: worker doorbells that follow */
+    uint64_t region_size;    /* WELCOME */
+    uint32_t max_conns;      /* WELCOME: this app's connection limit */
+    uint32_t _pad0;
+    char name[64];           /* HELLO: the app's name, for operators */
+    char error[128];         /* REFUSED: one line */
+};
+
+/* ------------------------------------------------------------------------
  * Flow steering: which worker owns a flow.  The XDP program, the TAP
  * steering program and the slowpath all decide with tas_flow_worker, over
  * addresses and ports as host-order integers (the remote end's as source,
@@ -610,6 +645,7 @@ _Static_assert(sizeof(struct tas_app_hdr) % TAS_CACHELINE == 0, "app header size
 _Static_assert(sizeof(struct tas_flow) % 8 == 0, "flow alignment");
 _Static_assert(sizeof(struct tas_flow_params) <= TAS_RING_DATA_MAX, "flow params fit a message");
 _Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");
+_Static_assert(sizeof(struct tas_reg_msg) == 240, "registration message");
 #endif
 
 #endif /* TASD_ABI_H */

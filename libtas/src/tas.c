@@ -1,6 +1,804 @@
+/*
+ * libtas low-level API (see include/tas.h).
+ *
+ * The app's side of the queues and buffers in its region (include/tasd/abi.h):
+ * positions are kept here, only counts travel to tasd.  A connection's RX
+ * buffer holds rx_ready bytes from rx_pos on; its TX buffer holds tx_used
+ * bytes not yet acknowledged, ending at tx_pos.  Counts that could not be
+ * queued (ring full) wait in the connection and go with the next message.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include "tas.h"
 #include "tasd/abi.h"
+#include "tasd/ring.h"
+
+struct tas_app {
+    int sock;                    /* the registration socket, open for the app's lifetime */
+    pthread_mutex_t lock;        /* serialises its use, and context allocation */
+    uint8_t *base;
+    uint64_t size;
+    const struct tas_app_hdr *hdr;
+    uint32_t app_id, nworkers, nctx, max_conns, next_ctx;
+    int sp_doorbell;
+    int fp_doorbell[TAS_MAX_WORKERS];
+};
+
+struct tas_conn {
+    struct tas_ctx *ctx;
+    uint32_t flow, gen, worker;
+    uint8_t *rx, *tx;
+    uint32_t rx_size, tx_size;
+    uint32_t rx_pos, rx_ready;   /* next byte to read; bytes readable */
+    uint32_t tx_pos, tx_used;    /* next byte to write; bytes not yet acknowledged */
+    uint32_t tx_unsent_bump;     /* written, not yet announced to tasd */
+    uint32_t rx_unsent_free;     /* read, not yet announced */
+    uint32_t remote_ip;
+    uint16_t remote_port, local_port;
+    int fin, shut, closed, error;
+    struct tas_conn *next_pending;
+    int pending;
+    struct tas_conn *next_dead;   /* CLOSED delivered: freed at the next tas_poll */
+    void *user;
+};
+
+struct tas_listener {
+    struct tas_ctx *ctx;
+    uint32_t id;
+    uint16_t port;
+    uint64_t cookie;
+    void *user;
+    struct tas_listener *next;
+};
+
+struct tas_ctx {
+    struct tas_app *app;
+    uint32_t index;
+    int efd;
+    struct tas_ring_cursor app2sp, sp2app;
+    struct tas_ring_cursor app2fp[TAS_MAX_WORKERS], fp2app[TAS_MAX_WORKERS];
+    /* connections by flow id: open addressing, power-of-two size */
+    struct tas_conn **map;
+    uint32_t map_size, map_used;
+    struct tas_listener *listeners;
+    struct tas_conn *pending;    /* connections with counts to announce */
+    struct tas_conn *dead;       /* handles to free at the next tas_poll */
+};
 
 const char *tas_version(void) { return "0.1.0"; }
 
 uint32_t tas_abi_version(void) { return TAS_ABI_VERSION; }
+
+uint32_t tas_app_max_conns(const struct tas_app *app) { return app->max_conns; }
+
+/* ---- registration ------------------------------------------------------------------ */
+
+static int send_reg(int sock, const struct tas_reg_msg *m, int fd)
+{
+    struct iovec iov = {(void *)m, sizeof *m};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(cbuf, 0, sizeof cbuf);
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof cbuf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    }
+    return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -errno;
+}
+
+/* One reply; its fds (up to max) go to fds, their count to *nfds. */
+static int recv_reg(int sock, struct tas_reg_msg *m, int *fds, int max, int *nfds)
+{
+    struct iovec iov = {m, sizeof *m};
+    char cbuf[CMSG_SPACE(sizeof(int) * (2 + TAS_MAX_WORKERS))];
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    *nfds = 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+            if (*nfds < max)
+                fds[(*nfds)++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (n < 0)
+        return -errno;
+    if (n != (ssize_t)sizeof *m || m->magic != TAS_ABI_MAGIC)
+        return -EPROTO;
+    if (m->type == TAS_REG_REFUSED) {
+        fprintf(stderr, "libtas: tasd refused: %.*s\n", (int)sizeof m->error, m->error);
+        return -(m->status > 0 ? m->status : EPERM);
+    }
+    return 0;
+}
+
+int tas_app_open(const char *socket_path, const char *name, struct tas_app **out)
+{
+    if (socket_path == NULL)
+        socket_path = getenv("TASD_APP_SOCKET");
+    if (socket_path == NULL)
+        socket_path = TAS_APP_SOCKET_PATH;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(socket_path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, socket_path);
+    struct tas_app *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return -ENOMEM;
+    a->sp_doorbell = -1;
+    for (int i = 0; i < TAS_MAX_WORKERS; i++)
+        a->fp_doorbell[i] = -1;
+    pthread_mutex_init(&a->lock, NULL);
+    int rc, fds[2 + TAS_MAX_WORKERS], nfds = 0;
+    a->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (a->sock < 0 || connect(a->sock, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    struct tas_reg_msg m;
+    memset(&m, 0, sizeof m);
+    m.magic = TAS_ABI_MAGIC;
+    m.abi_version = TAS_ABI_VERSION;
+    m.type = TAS_REG_HELLO;
+    snprintf(m.name, sizeof m.name, "%s", name ? name : "");
+    if ((rc = send_reg(a->sock, &m, -1)) != 0 || (rc = recv_reg(a->sock, &m, fds, 2 + TAS_MAX_WORKERS, &nfds)) != 0)
+        goto fail;
+    if (m.type != TAS_REG_WELCOME || m.nworkers == 0 || m.nworkers > TAS_MAX_WORKERS || nfds != 2 + (int)m.nworkers) {
+        rc = -EPROTO;
+        goto fail;
+    }
+    a->base = mmap(NULL, m.region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    if (a->base == MAP_FAILED) {
+        a->base = NULL;
+        rc = -errno;
+        goto fail;
+    }
+    close(fds[0]);
+    fds[0] = -1;
+    a->size = m.region_size;
+    a->hdr = (const struct tas_app_hdr *)a->base;
+    if (a->hdr->magic != TAS_ABI_MAGIC || a->hdr->abi_version != TAS_ABI_VERSION || a->hdr->size != a->size ||
+        a->hdr->nworkers != m.nworkers) {
+        rc = -EPROTO;
+        goto fail;
+    }
+    a->app_id = m.app_id;
+    a->nworkers = m.nworkers;
+    a->nctx = a->hdr->nctx;
+    a->max_conns = m.max_conns;
+    a->sp_doorbell = fds[1];
+    for (uint32_t i = 0; i < m.nworkers; i++)
+        a->fp_doorbell[i] = fds[2 + i];
+    *out = a;
+    return 0;
+fail:
+    for (int i = 0; i < nfds; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    for (int i = 0; i < TAS_MAX_WORKERS; i++)
+        a->fp_doorbell[i] = -1; /* closed above, if they came */
+    a->sp_doorbell = -1;
+    tas_app_close(a);
+    return rc;
+}
+
+void tas_app_close(struct tas_app *a)
+{
+    if (a == NULL)
+        return;
+    if (a->sock >= 0)
+        close(a->sock); /* tasd resets what is left */
+    if (a->base)
+        munmap(a->base, a->size);
+    if (a->sp_doorbell >= 0)
+        close(a->sp_doorbell);
+    for (int i = 0; i < TAS_MAX_WORKERS; i++)
+        if (a->fp_doorbell[i] >= 0)
+            close(a->fp_doorbell[i]);
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+static int cursor(struct tas_ctx *c, struct tas_ring_cursor *cur, uint32_t which)
+{
+    const struct tas_app_hdr *h = c->app->hdr;
+    uint64_t off = tas_app_ring_off(h, c->index, which);
+    if (off + h->ring_bytes > c->app->size)
+        return -EPROTO;
+    return tas_ring_cursor_init(cur, (struct tas_ring *)(c->app->base + off), TAS_QE_SIZE, h->ring_bytes) == 0
+               ? 0
+               : -EPROTO;
+}
+
+int tas_ctx_open(struct tas_app *a, struct tas_ctx **out)
+{
+    struct tas_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -ENOMEM;
+    c->app = a;
+    c->map_size = 64;
+    c->map = calloc(c->map_size, sizeof *c->map);
+    c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int rc = c->map == NULL ? -ENOMEM : c->efd < 0 ? -errno : 0;
+    pthread_mutex_lock(&a->lock);
+    if (rc == 0 && a->next_ctx >= a->nctx)
+        rc = -EMFILE; /* every context slot is in use */
+    if (rc == 0) {
+        c->index = a->next_ctx++;
+        struct tas_reg_msg m;
+        memset(&m, 0, sizeof m);
+        m.magic = TAS_ABI_MAGIC;
+        m.abi_version = TAS_ABI_VERSION;
+        m.type = TAS_REG_CTX_OPEN;
+        m.app_id = a->app_id;
+        m.ctx = c->index;
+        int fds[1], nfds;
+        if ((rc = send_reg(a->sock, &m, c->efd)) == 0 && (rc = recv_reg(a->sock, &m, fds, 1, &nfds)) == 0 &&
+            m.type != TAS_REG_CTX_OPENED)
+            rc = -EPROTO;
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (rc == 0 && ((rc = cursor(c, &c->app2sp, TAS_RING_APP2SP)) == 0) &&
+        (rc = cursor(c, &c->sp2app, TAS_RING_SP2APP)) == 0) {
+        for (uint32_t w = 0; w < a->nworkers && rc == 0; w++) {
+            rc = cursor(c, &c->app2fp[w], TAS_RING_APP2FP + w);
+            if (rc == 0)
+                rc = cursor(c, &c->fp2app[w], TAS_RING_APP2FP + a->nworkers + w);
+        }
+    }
+    if (rc != 0) {
+        if (c->efd >= 0)
+            close(c->efd);
+        free(c->map);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int tas_ctx_fd(const struct tas_ctx *c) { return c->efd; }
+
+/* ---- connections by flow id ------------------------------------------------------------ */
+
+static uint32_t map_slot(const struct tas_ctx *c, uint32_t flow) { return (flow * 0x9e3779b1u) & (c->map_size - 1); }
+
+static struct tas_conn *map_get(const struct tas_ctx *c, uint32_t flow)
+{
+    for (uint32_t i = map_slot(c, flow);; i = (i + 1) & (c->map_size - 1)) {
+        if (c->map[i] == NULL)
+            return NULL;
+        if (c->map[i]->flow == flow)
+            return c->map[i];
+    }
+}
+
+static int map_put(struct tas_ctx *c, struct tas_conn *conn)
+{
+    if (2 * (c->map_used + 1) > c->map_size) {
+        uint32_t old_size = c->map_size;
+        struct tas_conn **old = c->map;
+        c->map = calloc(old_size * 2, sizeof *c->map);
+        if (c->map == NULL) {
+            c->map = old;
+            return -ENOMEM;
+        }
+        c->map_size = old_size * 2;
+        c->map_used = 0;
+        for (uint32_t i = 0; i < old_size; i++)
+            if (old[i])
+                map_put(c, old[i]);
+        free(old);
+    }
+    uint32_t i = map_slot(c, conn->flow);
+    while (c->map[i])
+        i = (i + 1) & (c->map_size - 1);
+    c->map[i] = conn;
+    c->map_used++;
+    return 0;
+}
+
+static void map_del(struct tas_ctx *c, struct tas_conn *conn)
+{
+    uint32_t i = map_slot(c, conn->flow);
+    while (c->map[i] && c->map[i] != conn)
+        i = (i + 1) & (c->map_size - 1);
+    if (c->map[i] == NULL)
+        return;
+    c->map[i] = NULL;
+    c->map_used--;
+    /* re-insert the rest of the cluster (linear probing deletion) */
+    for (i = (i + 1) & (c->map_size - 1); c->map[i]; i = (i + 1) & (c->map_size - 1)) {
+        struct tas_conn *x = c->map[i];
+        c->map[i] = NULL;
+        c->map_used--;
+        map_put(c, x);
+    }
+}
+
+/* ---- messages to tasd ------------------------------------------------------------------------ */
+
+static void doorbell(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0)
+        (void)!write(fd, &one, sizeof one);
+}
+
+/* Queue an entry; the caller fills type, flow, gen, flags and u. */
+static int push(struct tas_ring_cursor *cur, int bell, const struct tas_qe *e)
+{
+    struct tas_qe *slot = tas_ring_prod_slot(cur);
+    if (slot == NULL)
+        return -EAGAIN;
+    memcpy((uint8_t *)slot + 4, (const uint8_t *)e + 4, sizeof *e - 4);
+    tas_ring_prod_publish(cur, slot);
+    if (tas_ring_prod_wake_needed(cur))
+        doorbell(bell);
+    return 0;
+}
+
+static int push_sp(struct tas_ctx *c, const struct tas_qe *e) { return push(&c->app2sp, c->app->sp_doorbell, e); }
+
+/* Announce a connection's pending counts to its worker; keep what does not fit. */
+static int flush_conn(struct tas_conn *conn)
+{
+    struct tas_ctx *c = conn->ctx;
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.flow = conn->flow;
+    e.gen = conn->gen;
+    if (conn->tx_unsent_bump) {
+        e.type = TAS_QE_TX;
+        e.u.bump.len = conn->tx_unsent_bump;
+        if (push(&c->app2fp[conn->worker], c->app->fp_doorbell[conn->worker], &e) != 0)
+            return -EAGAIN;
+        conn->tx_unsent_bump = 0;
+    }
+    if (conn->rx_unsent_free) {
+        e.type = TAS_QE_RX_FREED;
+        e.u.bump.len = conn->rx_unsent_free;
+        if (push(&c->app2fp[conn->worker], c->app->fp_doorbell[conn->worker], &e) != 0)
+            return -EAGAIN;
+        conn->rx_unsent_free = 0;
+    }
+    return 0;
+}
+
+static void flush_or_defer(struct tas_conn *conn)
+{
+    if (flush_conn(conn) != 0 && !conn->pending) {
+        conn->pending = 1;
+        conn->next_pending = conn->ctx->pending;
+        conn->ctx->pending = conn;
+    }
+}
+
+static void flush_pending(struct tas_ctx *c)
+{
+    struct tas_conn **link = &c->pending;
+    while (*link) {
+        struct tas_conn *conn = *link;
+        if (flush_conn(conn) == 0) {
+            conn->pending = 0;
+            *link = conn->next_pending;
+        } else {
+            link = &conn->next_pending;
+        }
+    }
+}
+
+int tas_listen(struct tas_ctx *c, uint16_t port, uint32_t backlog, uint32_t flags, uint64_t cookie)
+{
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = TAS_QE_LISTEN;
+    e.flags = (uint16_t)(flags & TAS_LISTEN_REUSEPORT ? TAS_QF_REUSEPORT : 0);
+    e.u.req.cookie = cookie;
+    e.u.req.port = port;
+    e.u.req.n = backlog;
+    return push_sp(c, &e);
+}
+
+int tas_accept(struct tas_listener *l, uint32_t n)
+{
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = TAS_QE_ACCEPT;
+    e.flow = l->id;
+    e.u.req.n = n;
+    return push_sp(l->ctx, &e);
+}
+
+int tas_unlisten(struct tas_listener *l)
+{
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = TAS_QE_UNLISTEN;
+    e.flow = l->id;
+    int rc = push_sp(l->ctx, &e);
+    if (rc == 0) {
+        struct tas_listener **link = &l->ctx->listeners;
+        while (*link && *link != l)
+            link = &(*link)->next;
+        if (*link)
+            *link = l->next;
+        free(l);
+    }
+    return rc;
+}
+
+int tas_connect(struct tas_ctx *c, uint32_t ip, uint16_t port, uint16_t lport, uint64_t cookie)
+{
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = TAS_QE_CONNECT;
+    e.u.req.cookie = cookie;
+    e.u.req.ip = ip;
+    e.u.req.port = port;
+    e.u.req.lport = lport;
+    return push_sp(c, &e);
+}
+
+/* ---- data ------------------------------------------------------------------------------------- */
+
+size_t tas_rx_ready(const struct tas_conn *conn) { return conn->rx_ready; }
+
+size_t tas_tx_space(const struct tas_conn *conn) { return conn->tx_size - conn->tx_used; }
+
+ssize_t tas_send(struct tas_conn *conn, const void *buf, size_t len)
+{
+    if (conn->error)
+        return -conn->error;
+    if (conn->shut || conn->closed)
+        return -EPIPE;
+    size_t space = conn->tx_size - conn->tx_used;
+    if (space == 0)
+        return len ? -EAGAIN : 0;
+    uint32_t n = (uint32_t)(len < space ? len : space);
+    uint32_t first = conn->tx_size - conn->tx_pos < n ? conn->tx_size - conn->tx_pos : n;
+    memcpy(conn->tx + conn->tx_pos, buf, first);
+    memcpy(conn->tx, (const uint8_t *)buf + first, n - first);
+    conn->tx_pos = (conn->tx_pos + n) & (conn->tx_size - 1);
+    conn->tx_used += n;
+    conn->tx_unsent_bump += n;
+    flush_or_defer(conn);
+    return n;
+}
+
+ssize_t tas_recv(struct tas_conn *conn, void *buf, size_t len)
+{
+    if (conn->rx_ready == 0) {
+        if (conn->fin)
+            return 0;
+        if (conn->error)
+            return -conn->error;
+        return -EAGAIN;
+    }
+    uint32_t n = (uint32_t)(len < conn->rx_ready ? len : conn->rx_ready);
+    uint32_t first = conn->rx_size - conn->rx_pos < n ? conn->rx_size - conn->rx_pos : n;
+    memcpy(buf, conn->rx + conn->rx_pos, first);
+    memcpy((uint8_t *)buf + first, conn->rx, n - first);
+    conn->rx_pos = (conn->rx_pos + n) & (conn->rx_size - 1);
+    conn->rx_ready -= n;
+    conn->rx_unsent_free += n;
+    flush_or_defer(conn);
+    return n;
+}
+
+int tas_shutdown(struct tas_conn *conn)
+{
+    if (conn->shut)
+        return 0;
+    flush_pending(conn->ctx);
+    if (flush_conn(conn) != 0)
+        return -EAGAIN; /* the FIN must follow the data */
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = TAS_QE_SHUT_WR;
+    e.flow = conn->flow;
+    e.gen = conn->gen;
+    struct tas_ctx *c = conn->ctx;
+    int rc = push(&c->app2fp[conn->worker], c->app->fp_doorbell[conn->worker], &e);
+    if (rc == 0)
+        conn->shut = 1;
+    return rc;
+}
+
+static int close_msg(struct tas_conn *conn, uint16_t type)
+{
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = type;
+    e.flow = conn->flow;
+    e.gen = conn->gen;
+    return push_sp(conn->ctx, &e);
+}
+
+int tas_close(struct tas_conn *conn)
+{
+    if (conn->closed)
+        return -EBADF;
+    if (!conn->shut && !conn->error) {
+        int rc = tas_shutdown(conn);
+        if (rc != 0)
+            return rc;
+    }
+    int rc = close_msg(conn, TAS_QE_CLOSE);
+    if (rc == 0)
+        conn->closed = 1;
+    return rc;
+}
+
+int tas_abort(struct tas_conn *conn)
+{
+    if (conn->closed)
+        return -EBADF;
+    int rc = close_msg(conn, TAS_QE_ABORT);
+    if (rc == 0)
+        conn->closed = 1;
+    return rc;
+}
+
+void tas_conn_peer(const struct tas_conn *c, uint32_t *ip, uint16_t *port)
+{
+    *ip = c->remote_ip;
+    *port = c->remote_port;
+}
+
+uint16_t tas_conn_local_port(const struct tas_conn *c) { return c->local_port; }
+uint16_t tas_listener_port(const struct tas_listener *l) { return l->port; }
+void tas_conn_set_user(struct tas_conn *c, void *user) { c->user = user; }
+void *tas_conn_user(const struct tas_conn *c) { return c->user; }
+void tas_listener_set_user(struct tas_listener *l, void *user) { l->user = user; }
+void *tas_listener_user(const struct tas_listener *l) { return l->user; }
+
+/* ---- events ------------------------------------------------------------------------------------- */
+
+/* A connection from tasd's description, checked against the region. */
+static struct tas_conn *conn_new(struct tas_ctx *c, uint32_t flow, uint32_t gen, const struct tas_conn_info *ci)
+{
+    struct tas_app *a = c->app;
+    uint32_t worker = flow >> TAS_FLOW_INDEX_BITS;
+    if (worker >= a->nworkers || ci->rx_size == 0 || (ci->rx_size & (ci->rx_size - 1)) || ci->tx_size == 0 ||
+        (ci->tx_size & (ci->tx_size - 1)) || ci->rx_off + ci->rx_size > a->size || ci->tx_off + ci->tx_size > a->size ||
+        ci->rx_off < a->hdr->buf_off || ci->tx_off < a->hdr->buf_off || map_get(c, flow) != NULL)
+        return NULL;
+    struct tas_conn *conn = calloc(1, sizeof *conn);
+    if (conn == NULL)
+        return NULL;
+    conn->ctx = c;
+    conn->flow = flow;
+    conn->gen = gen;
+    conn->worker = worker;
+    conn->rx = a->base + ci->rx_off;
+    conn->tx = a->base + ci->tx_off;
+    conn->rx_size = ci->rx_size;
+    conn->tx_size = ci->tx_size;
+    conn->remote_ip = ci->remote_ip;
+    conn->remote_port = ci->remote_port;
+    conn->local_port = ci->local_port;
+    if (map_put(c, conn) != 0) {
+        free(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+static void conn_free(struct tas_conn *conn)
+{
+    struct tas_ctx *c = conn->ctx;
+    if (conn->pending) {
+        struct tas_conn **link = &c->pending;
+        while (*link && *link != conn)
+            link = &(*link)->next_pending;
+        if (*link)
+            *link = conn->next_pending;
+    }
+    free(conn);
+}
+
+static struct tas_listener *listener_by_id(struct tas_ctx *c, uint32_t id)
+{
+    for (struct tas_listener *l = c->listeners; l; l = l->next)
+        if (l->id == id)
+            return l;
+    return NULL;
+}
+
+/* Turn one entry from tasd into at most two events; returns how many. */
+static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event *ev, int room)
+{
+    memset(ev, 0, sizeof *ev * (room < 2 ? room : 2));
+    switch (e->type) {
+    case TAS_QE_LISTENED: {
+        ev->type = TAS_EV_LISTENED;
+        ev->cookie = e->u.res.cookie;
+        ev->status = e->u.res.status;
+        if (ev->status == 0) {
+            struct tas_listener *l = calloc(1, sizeof *l);
+            if (l == NULL) {
+                ev->status = ENOMEM;
+                return 1;
+            }
+            l->ctx = c;
+            l->id = e->u.res.listener;
+            l->port = e->u.res.conn.local_port;
+            l->cookie = e->u.res.cookie;
+            l->next = c->listeners;
+            c->listeners = l;
+            ev->listener = l;
+        }
+        return 1;
+    }
+    case TAS_QE_ACCEPTED: {
+        struct tas_listener *l = listener_by_id(c, e->u.res.listener);
+        struct tas_conn *conn = l ? conn_new(c, e->flow, e->gen, &e->u.res.conn) : NULL;
+        if (conn == NULL)
+            return 0; /* tasd resets it when the app goes; nothing to tell */
+        ev->type = TAS_EV_ACCEPTED;
+        ev->listener = l;
+        ev->cookie = l->cookie;
+        ev->conn = conn;
+        return 1;
+    }
+    case TAS_QE_CONNECTED:
+        ev->type = TAS_EV_CONNECTED;
+        ev->cookie = e->u.res.cookie;
+        ev->status = e->u.res.status;
+        if (ev->status == 0) {
+            ev->conn = conn_new(c, e->flow, e->gen, &e->u.res.conn);
+            if (ev->conn == NULL)
+                ev->status = EPROTO;
+        }
+        return 1;
+    case TAS_QE_CONN_ERROR: {
+        struct tas_conn *conn = map_get(c, e->flow);
+        if (conn == NULL || conn->gen != e->gen)
+            return 0;
+        conn->error = e->u.res.status > 0 ? e->u.res.status : ECONNRESET;
+        ev->type = TAS_EV_ERROR;
+        ev->conn = conn;
+        ev->status = conn->error;
+        return 1;
+    }
+    case TAS_QE_CLOSED: {
+        struct tas_conn *conn = map_get(c, e->flow);
+        if (conn == NULL || conn->gen != e->gen)
+            return 0;
+        ev->type = TAS_EV_CLOSED;
+        ev->conn = conn;
+        map_del(c, conn); /* nothing more for it; the memory goes at the next tas_poll */
+        conn->next_dead = c->dead;
+        c->dead = conn;
+        return 1;
+    }
+    case TAS_QE_FLOW_UPDATE: {
+        struct tas_conn *conn = map_get(c, e->flow);
+        if (conn == NULL || conn->gen != e->gen)
+            return 0;
+        int n = 0;
+        uint32_t rx = e->u.update.rx_bytes, tx = e->u.update.tx_acked;
+        if (conn->closed) { /* nobody will read it: free the space at once */
+            if (tx <= conn->tx_used)
+                conn->tx_used -= tx;
+            conn->rx_unsent_free += rx;
+            flush_or_defer(conn);
+            return 0;
+        }
+        if (rx <= conn->rx_size - conn->rx_ready)
+            conn->rx_ready += rx;
+        if (tx <= conn->tx_used)
+            conn->tx_used -= tx;
+        if (rx && n < room) {
+            ev[n].type = TAS_EV_DATA;
+            ev[n].conn = conn;
+            ev[n].bytes = rx;
+            n++;
+        }
+        if (tx && n < room) {
+            ev[n].type = TAS_EV_TX_SPACE;
+            ev[n].conn = conn;
+            ev[n].bytes = tx;
+            n++;
+        }
+        if (e->flags & TAS_QF_FIN) {
+            conn->fin = 1;
+            if (n < room) {
+                ev[n].type = TAS_EV_FIN;
+                ev[n].conn = conn;
+                n++;
+            }
+        }
+        return n;
+    }
+    default:
+        return 0;
+    }
+}
+
+static int drain(struct tas_ctx *c, struct tas_ring_cursor *cur, struct tas_event *events, int max, int *n)
+{
+    while (*n + 2 <= max) {
+        struct tas_qe *slot = tas_ring_cons_slot(cur);
+        if (slot == NULL)
+            return 0;
+        struct tas_qe e;
+        memcpy(&e, slot, sizeof e);
+        tas_ring_cons_release(cur, slot);
+        *n += translate(c, &e, &events[*n], max - *n);
+    }
+    return 1; /* out of room: more may wait */
+}
+
+int tas_poll(struct tas_ctx *c, struct tas_event *events, int max)
+{
+    int n = 0;
+    if (max < 2)
+        return -EINVAL; /* one entry can make two events */
+    while (c->dead) {
+        struct tas_conn *conn = c->dead;
+        c->dead = conn->next_dead;
+        conn_free(conn);
+    }
+    flush_pending(c);
+    if (!drain(c, &c->sp2app, events, max, &n))
+        for (uint32_t w = 0; w < c->app->nworkers; w++)
+            if (drain(c, &c->fp2app[w], events, max, &n))
+                break;
+    return n;
+}
+
+int tas_ctx_arm(struct tas_ctx *c)
+{
+    int pending = tas_ring_cons_arm(&c->sp2app);
+    for (uint32_t w = 0; w < c->app->nworkers && !pending; w++)
+        pending = tas_ring_cons_arm(&c->fp2app[w]);
+    if (pending)
+        tas_ctx_disarm(c);
+    return pending;
+}
+
+void tas_ctx_disarm(struct tas_ctx *c)
+{
+    tas_ring_cons_disarm(&c->sp2app);
+    for (uint32_t w = 0; w < c->app->nworkers; w++)
+        tas_ring_cons_disarm(&c->fp2app[w]);
+}
+
+int tas_wait(struct tas_ctx *c, int timeout_ms)
+{
+    flush_pending(c);
+    if (tas_ctx_arm(c))
+        return 1;
+    struct pollfd p = {.fd = c->efd, .events = POLLIN};
+    int rc = poll(&p, 1, c->pending && (timeout_ms < 0 || timeout_ms > 1) ? 1 : timeout_ms);
+    if (rc > 0) {
+        uint64_t v;
+        (void)!read(c->efd, &v, sizeof v);
+    }
+    tas_ctx_disarm(c);
+    return rc < 0 ? -errno : rc;
+}

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import logging
 import os
+import random
 import resource
 import signal
 import socket
@@ -32,9 +33,11 @@ from tasd.wire import ArpPacket, EtherType, EthernetFrame, MacAddr, WireError
 
 from . import backend as backends
 from . import netif, workers
+from .apps import AppLimits, AppRegistry
 from .arp import ArpTable, Conflict, Resolved, SendArp, Unreachable
+from .connections import ConnectionManager
 from .control import CommandError, ControlServer
-from .tcp_closed import reset_for
+from .tcp import TcpConfig, TcpStack
 
 log = logging.getLogger("tasd")
 
@@ -102,12 +105,15 @@ class Daemon:
         self._lock_sock: socket.socket | None = None
         self.started = time.time()
         self.exit_code = 0
-        self.stats = {"exceptions": 0, "bad_frames": 0, "icmp_rx": 0, "tcp_resets": 0, "tx_frames": 0,
+        self.stats = {"exceptions": 0, "bad_frames": 0, "icmp_rx": 0, "tx_frames": 0,
                       "tx_ring_full": 0, "bad_messages": 0, "handler_errors": 0}
         self.arp: ArpTable | None = None
         self._arp_timer = None
         self._arp_waiters: dict[IPv4Address, list[asyncio.Future]] = {}
         self._conflict: MacAddr | None = None
+        self.conns: ConnectionManager | None = None
+        self.apps: AppRegistry | None = None
+        self._tcp_handle = None
         self._stop: asyncio.Event | None = None
         self._control: ControlServer | None = None
 
@@ -181,6 +187,7 @@ class Daemon:
         self.arp = ArpTable(MacAddr(self.mac), self.ip, self.network, timeout=cfg["arp.timeout"],
                             retries=cfg["arp.retries"], retry_interval=cfg["arp.retry_interval"],
                             failed_hold=cfg["arp.failed_hold"])
+        self._setup_tcp(loop)
         for w in self.workers:
             loop.add_reader(w.fp2sp_efd, self._on_exceptions, w)
             loop.add_reader(w.pidfd, self._on_worker_exit, w)
@@ -190,7 +197,7 @@ class Daemon:
         loop.add_reader(self._links.fileno(), self._on_link_event)
         self._control = ControlServer(cfg["control_socket"], {
             "status": self._cmd_status, "stats": self._cmd_stats, "arp": self._cmd_arp,
-            "arp_resolve": self._cmd_arp_resolve})
+            "arp_resolve": self._cmd_arp_resolve, "apps": self._cmd_apps})
         try:
             if cfg["arp.probe"]:
                 await self._probe_address()
@@ -201,6 +208,7 @@ class Daemon:
             self._watch_workers()
             if self._stop.is_set():
                 return self.exit_code
+            await self.apps.start()
             await self._control.start()  # answering on it is what "ready" means
             log.info("tasd %s ready: %s on %s (%s), MAC %s, MTU %d, %d worker(s) on CPU %s", __version__,
                      self.address, self.iface.name, self.backend.name, self.mac, self.mtu, len(self.workers),
@@ -208,6 +216,7 @@ class Daemon:
             if not self._stop.is_set():
                 await self._stop.wait()
         finally:
+            await self._shutdown_tcp(loop)
             await self._control.close()
             for w in self.workers:
                 with contextlib.suppress(Exception):
@@ -218,6 +227,91 @@ class Daemon:
             loop.remove_reader(self._links.fileno())
             self._links.close()
         return self.exit_code
+
+    # ---- TCP and applications ----------------------------------------------------
+    def _tcp_config(self) -> TcpConfig:
+        c = self.cfg
+        return TcpConfig(mss=min(c["tcp.mss"], self.mtu - 40), rcv_wscale=c["tcp.window_scale"],
+                         rcv_buf=c["app.rx_buffer"], window_scaling=c["tcp.window_scale"] > 0,
+                         timestamps=c["tcp.timestamps"], sack=c["tcp.sack"], ecn=c["tcp.ecn"],
+                         syn_retries=c["tcp.syn_retries"], synack_retries=c["tcp.synack_retries"],
+                         rto_initial=c["tcp.rto_initial"], rto_min=c["tcp.rto_min"], rto_max=c["tcp.rto_max"],
+                         retries2=c["tcp.retries2"], msl=c["tcp.msl"], fin_timeout=c["tcp.fin_timeout"],
+                         keepalive_time=c["tcp.keepalive_time"], keepalive_intvl=c["tcp.keepalive_intvl"],
+                         keepalive_probes=c["tcp.keepalive_probes"], ephemeral_ports=c["tcp.ephemeral_ports"],
+                         max_syn_backlog=c["tcp.max_syn_backlog"])
+
+    def _setup_tcp(self, loop) -> None:
+        c = self.cfg
+        self.stack = TcpStack(self.ip, secret=os.urandom(32), rng=random.Random(os.urandom(16)),
+                              config=self._tcp_config())
+        self._sp_doorbell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        limits = AppLimits(max_conns=c["app.max_connections"], rx_buffer=c["app.rx_buffer"],
+                           tx_buffer=c["app.tx_buffer"], contexts=c["app.contexts"],
+                           ring_entries=c["app.ring_entries"], max_apps=c["app.max_apps"])
+        self.apps = AppRegistry(c["app_socket"], self.workers, limits, self._sp_doorbell,
+                                on_gone=lambda app: self.conns.app_gone(app, loop.time()))
+        self.conns = ConnectionManager(self.stack, self.workers, self.apps, self.arp, self.mac, self.ip,
+                                       self.network, c["gateway"], self._send, self._arp_flush, loop.time)
+        loop.add_reader(self._sp_doorbell, self._on_app_requests)
+
+    def _on_app_requests(self, budget: int = 4096) -> None:
+        """The apps rang: serve every context's app2sp ring, then re-arm them."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._sp_doorbell)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        again = True
+        while again and budget > 0:
+            again = False
+            for ctx in self.apps.contexts():
+                for e in ctx.receive(64):
+                    budget -= 1
+                    try:
+                        self.conns.app_request(ctx, e, now)
+                    except Exception:
+                        log.exception("app %d request failed", ctx.app.id)
+            for ctx in self.apps.contexts():
+                if ctx.arm():  # something came in meanwhile
+                    again = True
+        if budget <= 0:
+            loop.call_soon(self._on_app_requests)
+        self._arp_flush()
+        self._tcp_timer()
+        self._flush_tx()
+
+    def _tcp_timer(self) -> None:
+        """(Re)schedule the TCP machine's next timer."""
+        loop = asyncio.get_running_loop()
+        at = self.stack.poll_at()
+        if self._tcp_handle is not None:
+            if at is not None and self._tcp_handle.when() == at:
+                return
+            self._tcp_handle.cancel()
+            self._tcp_handle = None
+        if at is not None:
+            self._tcp_handle = loop.call_at(at, self._tcp_tick)
+
+    def _tcp_tick(self) -> None:
+        self._tcp_handle = None
+        self.stack.poll(asyncio.get_running_loop().time())
+        self.conns.run()
+        self._arp_flush()
+        self._tcp_timer()
+        self._flush_tx()
+
+    async def _shutdown_tcp(self, loop) -> None:
+        """Reset every connection (peers see RSTs), then let the workers send them."""
+        if self.apps is None:
+            return
+        with contextlib.suppress(Exception):
+            loop.remove_reader(self._sp_doorbell)
+        await self.apps.close()
+        self._flush_tx()
+        if self._tcp_handle is not None:
+            self._tcp_handle.cancel()
+        await asyncio.sleep(0.05)  # the workers drain their rings (RSTs) before they stop
+        os.close(self._sp_doorbell)
 
     def _on_signal(self, sig: int) -> None:
         log.info("%s: shutting down", signal.Signals(sig).name)
@@ -283,6 +377,7 @@ class Daemon:
             if more:  # more waiting: let the loop breathe, then carry on
                 asyncio.get_running_loop().call_soon(self._on_exceptions, w)
             self._arp_flush()
+            self._tcp_timer()
             self._flush_tx()
 
     def _handle_message(self, w: workers.WorkerProc, msg_type: int, arg: int, data: bytes, now: float) -> None:
@@ -291,6 +386,10 @@ class Daemon:
             if msg_type == lib.TAS_MSG_EXCEPTION:
                 self.stats["exceptions"] += 1
                 self._handle_exception(w, arg, data, now)
+            elif msg_type == lib.TAS_MSG_FLOW_EVENT:
+                self.conns.flow_event(w.index, data, now)
+            elif msg_type == lib.TAS_MSG_APP_REMOVED:
+                pass
             else:
                 self.stats["bad_messages"] += 1
         except Exception:
@@ -305,11 +404,8 @@ class Daemon:
                 self.arp.receive(ArpPacket.parse(eth.payload), now)
             elif reason == lib.TAS_EXC_ICMP:
                 self.stats["icmp_rx"] += 1
-            elif reason == lib.TAS_EXC_TCP_NOFLOW:
-                rst = reset_for(eth, MacAddr(self.mac))
-                if rst is not None:
-                    self.stats["tcp_resets"] += 1
-                    self._send(rst, w.index)
+            elif reason == lib.TAS_EXC_TCP_NOFLOW and eth.ethertype == EtherType.IPV4:
+                self.conns.segment(eth, now)
             else:
                 self.stats["bad_frames"] += 1
         except WireError:
@@ -339,6 +435,11 @@ class Daemon:
                 for fut in self._arp_waiters.pop(a.ip, []):
                     if not fut.done():
                         fut.set_result(a)
+                if self.conns is not None:
+                    if isinstance(a, Resolved):
+                        self.conns.neighbour_resolved(a.ip, a.mac)
+                    else:
+                        self.conns.neighbour_unreachable(a.ip)
             elif isinstance(a, Conflict):
                 if self._conflict is None:
                     log.warning("address conflict: %s also claims %s", a.mac, self.ip)
@@ -367,7 +468,12 @@ class Daemon:
         per_worker = [w.region.stats() for w in self.workers]
         total = _sum_stats(per_worker)
         return {"fastpath": total, "workers": per_worker,
-                "slowpath": {**self.stats, "arp": dict(self.arp.stats)}}
+                "slowpath": {**self.stats, "arp": dict(self.arp.stats), "tcp": self.conns.describe(),
+                             "apps": {**self.apps.stats, "registered_now": len(self.apps.apps),
+                                      "memory_bytes": self.apps.memory_bytes()}}}
+
+    async def _cmd_apps(self, req: dict) -> dict:
+        return {"apps": [a.describe() for a in self.apps.apps.values()]}
 
     async def _cmd_arp(self, req: dict) -> dict:
         return {"entries": self.arp.snapshot(asyncio.get_running_loop().time())}

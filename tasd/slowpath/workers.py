@@ -3,14 +3,17 @@ shared-memory region and eventfds, watched through pidfds, stopped on
 request."""
 from __future__ import annotations
 
+import array
+import errno
 import logging
 import os
+import socket
 import signal
 import subprocess
 import sys
 import time
 
-from tasd.fastpath.binding import WorkerRegion, ipv4_be, lib
+from tasd.fastpath.binding import WorkerRegion, ffi, ipv4_be, lib
 
 log = logging.getLogger("tasd")
 
@@ -27,7 +30,10 @@ class WorkerProc:
 
     def __init__(self, index: int, core: int, cfg, mac: str, mtu: int):
         self.index, self.core = index, core
-        self.region = WorkerRegion.create(f"tasd-worker{index}", cfg["ring_slots"])
+        self.region = WorkerRegion.create(f"tasd-worker{index}", cfg["ring_slots"], cfg["max_flows"])
+        self.region.shm.rto_min_us = int(cfg["tcp.rto_min"] * 1e6)
+        self.region.shm.rto_max_us = int(cfg["tcp.rto_max"] * 1e6)
+        self.region.shm.delack_us = int(cfg["tcp.delayed_ack"] * 1e6)
         shm = self.region.shm
         shm.worker_id = index
         shm.nworkers = len(cfg["cores"])
@@ -35,15 +41,18 @@ class WorkerProc:
         shm.mtu = mtu
         shm.mac = list(bytes.fromhex(mac.replace(":", "")))
         shm.poll_us = cfg["poll_us"]
-        # sp2fp: the slowpath wakes the worker; fp2sp: the worker wakes us
+        # sp2fp: the slowpath wakes the worker; fp2sp: the worker wakes us;
+        # the doorbell: apps wake the worker; the socket carries fds to it
         self.sp2fp_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.fp2sp_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.doorbell_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.sock, self._worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.proc: subprocess.Popen | None = None
         self.pidfd = -1
 
     def spawn(self, backend_fds: dict[str, int], capture: str | None) -> None:
         fds = {"region-fd": self.region.fd, "sp2fp-efd": self.sp2fp_efd, "fp2sp-efd": self.fp2sp_efd,
-               **backend_fds}
+               "doorbell-efd": self.doorbell_efd, "sock-fd": self._worker_sock.fileno(), **backend_fds}
         argv = [sys.executable, "-m", "tasd.fastpath.worker", "--backend", backend_name(backend_fds),
                 "--core", str(self.core), "--parent-pid", str(os.getpid())]
         argv += [a for k, fd in fds.items() for a in (f"--{k}", str(fd))]
@@ -51,6 +60,7 @@ class WorkerProc:
             argv += ["--capture", capture]
         self.proc = subprocess.Popen(argv, pass_fds=list(fds.values()), stdin=subprocess.DEVNULL)
         self.pidfd = os.pidfd_open(self.proc.pid)
+        self._worker_sock.close()  # the worker's end lives in the worker
 
     @property
     def state(self) -> int:
@@ -75,6 +85,26 @@ class WorkerProc:
     def wake(self) -> None:
         os.eventfd_write(self.sp2fp_efd, 1)
 
+    def send(self, msg_type: int, data=b"", arg: int = 0, **app_cmd) -> bool:
+        """A message for the worker, now (app_cmd: fields of struct
+        tas_app_cmd); False if its ring is full."""
+        if app_cmd:
+            c = ffi.new("struct tas_app_cmd *")
+            for k, v in app_cmd.items():
+                setattr(c, k, v)
+            data = c
+        ok = self.region.send(msg_type, data, arg)
+        if ok and self.region.wake_needed():
+            self.wake()
+        return ok
+
+    def send_fd(self, msg_type: int, fd: int, **app_cmd) -> None:
+        """Hand fd to the worker, then the command that names it (the worker
+        reads the fd when it meets the command)."""
+        self.sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        if not self.send(msg_type, **app_cmd):
+            raise OSError(errno.EAGAIN, f"worker {self.index}'s ring is full")
+
     def request_stop(self) -> None:
         self.region.shm.stop = 1
         self.wake()
@@ -83,10 +113,12 @@ class WorkerProc:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
-        for fd in (self.sp2fp_efd, self.fp2sp_efd):
+        for fd in (self.sp2fp_efd, self.fp2sp_efd, self.doorbell_efd):
             if fd >= 0:
                 os.close(fd)
-        self.sp2fp_efd = self.fp2sp_efd = -1
+        self.sp2fp_efd = self.fp2sp_efd = self.doorbell_efd = -1
+        self.sock.close()
+        self._worker_sock.close()
         self.region.close()
 
 

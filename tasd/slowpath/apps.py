@@ -1,0 +1,368 @@
+"""Applications: registration over the app socket, their shared regions, their
+contexts' queues with the slowpath, and their flow buffers.
+
+An app connects to the app socket (SOCK_SEQPACKET) and says HELLO; tasd makes
+its region (a memfd: header, rings, flow buffers), hands it to every worker,
+and sends it to the app with the doorbells.  Each context the app opens brings
+an eventfd, passed on to the workers.  The app's socket stays open: when it
+closes, the app is gone, and the registry says so (on_gone) before it removes
+the app from the workers and drops the region.
+
+Everything read from an app's rings is copied out first and checked by the
+caller; the rings' geometry comes from the header tasd wrote, never re-read.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import ctypes
+import errno
+import logging
+import mmap
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tasd.fastpath.binding import ffi, lib
+
+log = logging.getLogger("tasd")
+
+REG_SIZE = ffi.sizeof("struct tas_reg_msg")
+FALLOC_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+
+
+@dataclass
+class AppLimits:
+    max_conns: int = 4096          # connections (and so buffer slots) per app
+    rx_buffer: int = 1 << 17       # bytes per connection, powers of two
+    tx_buffer: int = 1 << 17
+    contexts: int = 64             # context slots per app
+    ring_entries: int = 1024       # entries per app ring
+    max_apps: int = 256
+
+
+class AppContext:
+    """One context of an app as the slowpath sees it: it consumes app2sp and
+    produces sp2app."""
+
+    def __init__(self, app: "App", index: int, efd: int):
+        self.app, self.index, self.efd = app, index, efd
+        self._in = app.cursor(index, lib.TAS_RING_APP2SP)
+        self._out = app.cursor(index, lib.TAS_RING_SP2APP)
+        self._published = False
+        lib.tas_ring_cons_arm(self._in)  # the slowpath waits on the doorbell: ring it
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        return (self.app.id, self.index)
+
+    def receive(self, limit: int = 256) -> list:
+        """Entries from the app, copied out of the ring."""
+        out = []
+        while len(out) < limit:
+            slot = lib.tas_ring_cons_slot(self._in)
+            if slot == ffi.NULL:
+                break
+            e = ffi.new("struct tas_qe *")
+            ffi.memmove(e, slot, lib.TAS_QE_SIZE)
+            lib.tas_ring_cons_release(self._in, slot)
+            out.append(e)
+        return out
+
+    def arm(self) -> bool:
+        return bool(lib.tas_ring_cons_arm(self._in))
+
+    def send(self, qe_type: int, flow: int = 0, gen: int = 0, flags: int = 0, **res) -> bool:
+        """Queue an answer for the app (res: cookie, status, listener, and conn
+        fields rx_off, tx_off, rx_size, tx_size, remote_ip, remote_port,
+        local_port); False if its ring is full."""
+        slot = lib.tas_ring_prod_slot(self._out)
+        if slot == ffi.NULL:
+            return False
+        e = ffi.cast("struct tas_qe *", slot)
+        e.type, e.flow, e.gen, e.flags = qe_type, flow, gen, flags
+        ffi.memmove(ffi.addressof(e.u), b"\0" * ffi.sizeof(e.u), ffi.sizeof(e.u))
+        for k, v in res.items():
+            if k in ("cookie", "status", "listener"):
+                setattr(e.u.res, k, v)
+            else:
+                setattr(e.u.res.conn, k, v)
+        lib.tas_ring_prod_publish(self._out, slot)
+        self._published = True
+        return True
+
+    def wake(self) -> None:
+        if self._published:
+            self._published = False
+            if lib.tas_ring_prod_wake_needed(self._out):
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self.efd, 1)
+
+
+class BufferPool:
+    """Fixed slots of (rx, tx) buffers in an app's region; a freed slot's
+    pages go back to the system (punched out of the memfd)."""
+
+    def __init__(self, fd: int, base_off: int, area: int, rx: int, tx: int):
+        self.fd, self.base_off, self.rx, self.tx = fd, base_off, rx, tx
+        self.slot = rx + tx
+        self.nslots = area // self.slot
+        self._free = list(range(self.nslots - 1, -1, -1))
+
+    def alloc(self) -> int | None:
+        return self._free.pop() if self._free else None
+
+    def offsets(self, slot: int) -> tuple[int, int]:
+        rx_off = self.base_off + slot * self.slot
+        return rx_off, rx_off + self.rx
+
+    def free(self, slot: int) -> None:
+        _punch_hole(self.fd, self.base_off + slot * self.slot, self.slot)
+        self._free.append(slot)
+
+    @property
+    def in_use(self) -> int:
+        return self.nslots - len(self._free)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _punch_hole(fd: int, off: int, length: int) -> None:
+    """Give the pages of [off, off+length) of a memfd back (Python has no fallocate)."""
+    _libc.fallocate(fd, FALLOC_PUNCH_HOLE, ctypes.c_long(off), ctypes.c_long(length))
+
+
+class App:
+    def __init__(self, app_id: int, sock: socket.socket, pid: int, uid: int, name: str, limits: AppLimits,
+                 nworkers: int):
+        self.id, self.sock, self.pid, self.uid, self.name = app_id, sock, pid, uid, name
+        self.limits = limits
+        self.started = time.time()
+        buf_area = limits.max_conns * (limits.rx_buffer + limits.tx_buffer)
+        size = lib.fp_app_region_bytes(limits.contexts, nworkers, limits.ring_entries, buf_area)
+        self.fd = os.memfd_create(f"tasd-app{app_id}", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size)
+        self.size = size
+        self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._buf = ffi.from_buffer(self._map)
+        self.hdr = ffi.cast("struct tas_app_hdr *", self._buf)
+        if lib.fp_app_region_init(self.hdr, size, app_id, limits.contexts, nworkers, limits.ring_entries,
+                                  buf_area) != 0:
+            raise OSError(errno.EINVAL, "app region layout")
+        self.buffers = BufferPool(self.fd, self.hdr.buf_off, self.hdr.buf_size, limits.rx_buffer, limits.tx_buffer)
+        self.contexts: dict[int, AppContext] = {}
+        self.conns: set[int] = set()        # conn ids owned by the app (the connection manager's)
+        self.listeners: set[int] = set()
+
+    def cursor(self, ctx: int, which: int):
+        c = ffi.new("struct tas_ring_cursor *")
+        off = lib.tas_app_ring_off(self.hdr, ctx, which)
+        if lib.tas_ring_cursor_init(c, ffi.cast("struct tas_ring *", self._buf + off), lib.TAS_QE_SIZE,
+                                    self.size - off) != 0:
+            raise OSError(errno.EPROTO, "app ring")
+        return c
+
+    @property
+    def memory_bytes(self) -> int:
+        """Memory the region really uses (pages touched), not its size."""
+        try:
+            return os.fstat(self.fd).st_blocks * 512
+        except OSError:
+            return 0
+
+    def describe(self) -> dict:
+        return {"app": self.id, "pid": self.pid, "uid": self.uid, "name": self.name,
+                "contexts": len(self.contexts), "connections": len(self.conns), "listeners": len(self.listeners),
+                "memory_bytes": self.memory_bytes, "region_bytes": self.size,
+                "uptime_s": round(time.time() - self.started, 3)}
+
+    def close(self) -> None:
+        for c in self.contexts.values():
+            with contextlib.suppress(OSError):
+                os.close(c.efd)
+        self.contexts.clear()
+        if self._buf is not None:
+            self.hdr = None
+            ffi.release(self._buf)
+            self._buf = None
+            self._map.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _reg(msg_type: int, **fields) -> bytes:
+    m = ffi.new("struct tas_reg_msg *")
+    m.magic, m.abi_version, m.type = lib.TAS_ABI_MAGIC, lib.TAS_ABI_VERSION, msg_type
+    for k, v in fields.items():
+        if k == "error":
+            v = v.encode()[:ffi.sizeof(m.error) - 1]
+            ffi.memmove(m.error, v, len(v))
+        else:
+            setattr(m, k, v)
+    return ffi.buffer(m)[:]
+
+
+class AppRegistry:
+    """The app socket and the apps behind it."""
+
+    def __init__(self, path: str, workers: list, limits: AppLimits, sp_doorbell: int,
+                 on_gone: Callable[[App], None], mode: int = 0o666):
+        self.path = Path(path)
+        self.workers = workers
+        self.limits = limits
+        self.sp_doorbell = sp_doorbell
+        self.on_gone = on_gone
+        self.mode = mode
+        self.apps: dict[int, App] = {}
+        self._sock: socket.socket | None = None
+        self.stats = {"registered": 0, "refused": 0, "gone": 0, "contexts": 0}
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+                try:
+                    probe.connect(str(self.path))
+                    raise OSError(errno.EADDRINUSE, f"app socket {self.path} is in use by another tasd")
+                except (ConnectionRefusedError, FileNotFoundError):
+                    self.path.unlink()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        s.bind(str(self.path))
+        os.chmod(self.path, self.mode)
+        s.listen(64)
+        self._sock = s
+        asyncio.get_running_loop().add_reader(s.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except BlockingIOError:
+                return
+            conn.setblocking(False)
+            asyncio.get_running_loop().add_reader(conn.fileno(), self._on_message, conn, [None])
+
+    def _on_message(self, conn: socket.socket, holder: list) -> None:
+        """holder[0]: the App once registered."""
+        while True:
+            try:
+                data, anc, _, _ = conn.recvmsg(REG_SIZE, socket.CMSG_SPACE(4 * 4))
+            except BlockingIOError:
+                return
+            except OSError:
+                data, anc = b"", []
+            fds = _fds(anc)
+            if not data:  # closed: the app is gone (or never finished registering)
+                for fd in fds:
+                    os.close(fd)
+                asyncio.get_running_loop().remove_reader(conn.fileno())
+                if holder[0] is not None:
+                    self._gone(holder[0])
+                else:
+                    conn.close()
+                return
+            kept = set()
+            try:
+                kept = self._handle(conn, holder, data, fds)
+            except OSError as e:
+                self._refuse(conn, e.errno or errno.EPROTO, str(e))
+            for fd in fds:
+                if fd not in kept:
+                    os.close(fd)
+
+    def _refuse(self, conn: socket.socket, err: int, why: str) -> None:
+        self.stats["refused"] += 1
+        log.warning("app refused: %s", why)
+        with contextlib.suppress(OSError):
+            conn.sendmsg([_reg(lib.TAS_REG_REFUSED, status=err, error=why)])
+
+    def _handle(self, conn: socket.socket, holder: list, data: bytes, fds: list[int]) -> set[int]:
+        """Carry out one registration message; returns the fds kept."""
+        if len(data) != REG_SIZE:
+            raise OSError(errno.EPROTO, "bad registration message size")
+        m = ffi.from_buffer("struct tas_reg_msg *", data)
+        if m.magic != lib.TAS_ABI_MAGIC or m.abi_version != lib.TAS_ABI_VERSION:
+            raise OSError(errno.EPROTO, f"ABI version {m.abi_version} is not tasd's {lib.TAS_ABI_VERSION}")
+        if m.type == lib.TAS_REG_HELLO and holder[0] is None:
+            holder[0] = self._register(conn, ffi.string(m.name).decode(errors="replace"))
+            return set()
+        if m.type == lib.TAS_REG_CTX_OPEN and holder[0] is not None and len(fds) == 1:
+            self._open_context(holder[0], m.ctx, fds[0])
+            return {fds[0]}
+        raise OSError(errno.EPROTO, "unexpected registration message")
+
+    def _register(self, conn: socket.socket, name: str) -> App:
+        if len(self.apps) >= self.limits.max_apps:
+            raise OSError(errno.EUSERS, f"too many apps (limit {self.limits.max_apps})")
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        app_id = next(i for i in range(self.limits.max_apps) if i not in self.apps)
+        app = App(app_id, conn, pid, uid, name or _comm(pid), self.limits, len(self.workers))
+        for w in self.workers:
+            w.send_fd(lib.TAS_MSG_APP_ADD, app.fd, app_id=app_id, size=app.size)
+        self.apps[app_id] = app
+        fds = [app.fd, self.sp_doorbell] + [w.doorbell_efd for w in self.workers]
+        conn.sendmsg([_reg(lib.TAS_REG_WELCOME, app_id=app_id, nctx=self.limits.contexts,
+                           nworkers=len(self.workers), region_size=app.size, max_conns=self.limits.max_conns)],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        self.stats["registered"] += 1
+        log.info("app %d registered: %s (pid %d, uid %d)", app_id, app.name, pid, uid)
+        return app
+
+    def _open_context(self, app: App, index: int, efd: int) -> None:
+        if index >= app.hdr.nctx or index in app.contexts:
+            raise OSError(errno.EINVAL, f"context {index} is not free")
+        app.contexts[index] = AppContext(app, index, efd)
+        for w in self.workers:
+            w.send_fd(lib.TAS_MSG_CTX_ADD, efd, app_id=app.id, ctx=index)
+        app.sock.sendmsg([_reg(lib.TAS_REG_CTX_OPENED, app_id=app.id, ctx=index)])
+        self.stats["contexts"] += 1
+
+    def _gone(self, app: App) -> None:
+        self.apps.pop(app.id, None)
+        self.stats["gone"] += 1
+        log.info("app %d gone: %s (pid %d)", app.id, app.name, app.pid)
+        self.on_gone(app)  # reset its connections, remove its flows first
+        for w in self.workers:
+            w.send(lib.TAS_MSG_APP_REMOVE, app_id=app.id)
+        app.close()
+
+    def contexts(self):
+        for app in list(self.apps.values()):
+            yield from list(app.contexts.values())
+
+    def memory_bytes(self) -> int:
+        return sum(a.memory_bytes for a in self.apps.values())
+
+    async def close(self) -> None:
+        for app in list(self.apps.values()):
+            self._gone(app)
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def _fds(ancillary) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"

@@ -1,0 +1,424 @@
+"""The connection manager: the driver between the sans-I/O TCP (tcp/), the
+fastpath workers, the applications and ARP.
+
+Inputs: TCP segments the workers hand over (exceptions), flow events from the
+workers, requests from the apps' app2sp rings, apps that go away, and time.
+Outputs: frames and commands to workers, answers on the apps' sp2app rings.
+Flow indices are the slowpath's to allocate (one free list per worker, with a
+generation per slot); flow buffers come from the owning app's region.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+import logging
+from collections import deque
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from tasd.fastpath.binding import ffi, ipv4_be, lib
+from tasd.wire import EthernetFrame, EtherType, IpProtocol, Ipv4Packet, MacAddr, SeqNum, TcpFlags, TcpSegment
+
+from .apps import App, AppContext, AppRegistry
+from .arp import ArpTable
+from .tcp import (Accepted, Closed, ConnectFailed, Connected, FlowSnapshot, InstallFlow, ListenerClosed, Probe,
+                  QueryActivity, RemoveFlow, ReplaySegment, Reset, Retransmit, SendSegment, TcpError, TcpStack)
+
+log = logging.getLogger("tasd")
+
+EVENT_KINDS = {lib.TAS_FEV_FIN_RECEIVED: "fin_received", lib.TAS_FEV_FIN_SENT: "fin_sent",
+               lib.TAS_FEV_FIN_ACKED: "fin_acked", lib.TAS_FEV_RESET: "reset_received",
+               lib.TAS_FEV_RTO: "rto", lib.TAS_FEV_PERSIST: "persist", lib.TAS_FEV_ACK_PROGRESS: "ack_progress",
+               lib.TAS_FEV_REMOVED: "removed", lib.TAS_FEV_KEEPALIVE: "keepalive"}
+PENDING_PER_NEIGHBOUR = 32  # frames kept while a neighbour is being resolved
+
+
+@dataclass
+class Flow:
+    """Where an installed (or being installed) connection lives."""
+    conn_id: int
+    worker: int
+    index: int
+    gen: int
+    app: App
+    ctx: int
+    slot: int                  # buffer slot in the app's region
+    params: object = None      # the FlowParams it was installed with
+    remote_mac: str = ""
+    removing: bool = False
+    failed: int = 0            # an errno if it could not be installed
+    flow_id: int = 0           # what the app calls it (kept after the worker let it go)
+
+    def __post_init__(self):
+        if self.index >= 0:
+            self.flow_id = lib.tas_flow_id(self.worker, self.index)
+
+
+class FlowSlots:
+    """Flow indices of one worker: a free list and a generation per index."""
+
+    def __init__(self, n: int):
+        self._free = deque(range(n))
+        self._gen = [0] * n
+
+    def alloc(self) -> tuple[int, int] | None:
+        if not self._free:
+            return None
+        i = self._free.popleft()
+        self._gen[i] = (self._gen[i] + 1) & 0xffffffff or 1
+        return i, self._gen[i]
+
+    def free(self, i: int) -> None:
+        self._free.append(i)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._gen) - len(self._free)
+
+
+class ConnectionManager:
+    def __init__(self, stack: TcpStack, workers: list, apps: AppRegistry, arp: ArpTable, our_mac: str,
+                 our_ip: IPv4Address, network, gateway, send_frame, arp_flush, clock):
+        self.stack, self.workers, self.apps, self.arp = stack, workers, apps, arp
+        self.mac = MacAddr(our_mac)
+        self.ip, self.network, self.gateway = IPv4Address(our_ip), network, gateway
+        self._send_frame = send_frame          # (frame, worker index)
+        self._arp_flush = arp_flush
+        self._now = clock
+        self.slots = [FlowSlots(w.region.shm.max_flows) for w in workers]
+        self.flows: dict[int, Flow] = {}       # conn id -> Flow
+        self.by_index: dict[tuple[int, int], Flow] = {}  # (worker, index) -> Flow
+        self.conn_owner: dict[int, tuple] = {}  # conn id -> (app id, ctx)
+        self.listener_owner: dict[int, tuple] = {}
+        self.pending: dict[IPv4Address, list] = {}  # neighbour -> frames waiting for its MAC
+        self.stats = {"app_requests": 0, "app_bad_requests": 0, "app_limit": 0, "no_flow_slot": 0,
+                      "arp_unresolved_drops": 0, "sp2app_full": 0, "events": 0}
+
+    # ---- helpers ----------------------------------------------------------------
+    def worker_for(self, remote_ip, local_ip, remote_port: int, local_port: int) -> int:
+        return lib.tas_flow_worker(int(IPv4Address(remote_ip)), int(IPv4Address(local_ip)), remote_port,
+                                   local_port, len(self.workers))
+
+    def next_hop(self, dst: IPv4Address) -> IPv4Address | None:
+        if dst in self.network:
+            return dst
+        return self.gateway
+
+    def _ctx(self, owner) -> AppContext | None:
+        app = self.apps.apps.get(owner[0])
+        return app.contexts.get(owner[1]) if app else None
+
+    def _answer(self, owner, qe_type: int, **kw) -> None:
+        ctx = self._ctx(owner)
+        if ctx is None:
+            return  # the app is gone
+        if not ctx.send(qe_type, **kw):
+            self.stats["sp2app_full"] += 1
+            log.warning("app %d context %d does not read its queue: dropped an answer", owner[0], owner[1])
+        ctx.wake()
+
+    # ---- inputs: the wire ---------------------------------------------------------
+    def segment(self, eth: EthernetFrame, now: float) -> None:
+        """A TCP frame no worker owns a flow for."""
+        ip = Ipv4Packet.parse(eth.payload)
+        seg = TcpSegment.parse(ip.payload, ip.src, ip.dst)
+        self.stack.segment(ip.src, ip.dst, seg, ip.ecn, now)
+        self.run()
+
+    def flow_event(self, worker: int, data: bytes, now: float) -> None:
+        ev = ffi.from_buffer("struct tas_flow_event *", data)
+        self.stats["events"] += 1
+        flow = self.by_index.get((worker, ev.index))
+        if flow is None or flow.gen != ev.gen:
+            return  # for a flow already forgotten
+        kind = EVENT_KINDS.get(ev.kind)
+        cid = flow.conn_id
+        snap = FlowSnapshot(SeqNum(ev.snd_una), SeqNum(ev.snd_nxt), SeqNum(ev.rcv_nxt),
+                            ev.srtt_us / 1e6 if ev.srtt_us else None, ev.rttvar_us / 1e6 if ev.srtt_us else None,
+                            ev.last_rx_ns / 1e9)
+        if kind in ("fin_received", "fin_sent", "fin_acked", "reset_received", "ack_progress"):
+            getattr(self.stack, kind)(cid, now)
+        elif kind in ("rto", "persist"):
+            self.stack.timeout(cid, kind, snap, now)
+        elif kind == "removed":
+            self._release(flow)
+            self.stack.flow_removed(cid, snap, ev.ts_recent if flow.params.timestamps else None, now)
+        self.run()
+
+    # ---- inputs: apps ---------------------------------------------------------------
+    def app_request(self, ctx: AppContext, e, now: float) -> None:
+        self.stats["app_requests"] += 1
+        owner = ctx.owner
+        app = ctx.app
+        t = e.type
+        try:
+            if t == lib.TAS_QE_LISTEN:
+                port = e.u.req.port
+                if port < 1024 and app.uid != 0:
+                    raise TcpError("EACCES")
+                lid = self.stack.listen(owner, port, max(1, e.u.req.n),
+                                        reuseport=bool(e.flags & lib.TAS_QF_REUSEPORT))
+                self.listener_owner[lid] = owner
+                app.listeners.add(lid)
+                self._answer(owner, lib.TAS_QE_LISTENED, cookie=e.u.req.cookie, status=0, listener=lid,
+                             local_port=port)
+            elif t == lib.TAS_QE_CONNECT:
+                if len(app.conns) >= app.limits.max_conns:
+                    self.stats["app_limit"] += 1
+                    raise TcpError("EMFILE")
+                dst = IPv4Address(ffi.buffer(ffi.new("uint32_t *", e.u.req.ip))[:])
+                if self.next_hop(dst) is None:
+                    raise TcpError("ENETUNREACH")
+                cid = self.stack.connect(owner, dst, e.u.req.port, now, src_port=e.u.req.lport,
+                                         cookie=e.u.req.cookie)
+                self.conn_owner[cid] = owner
+                app.conns.add(cid)
+            elif t == lib.TAS_QE_ACCEPT:
+                if self.listener_owner.get(e.flow, (None,))[0] == app.id:
+                    self.stack.accept_credit(e.flow, e.u.req.n)
+                else:
+                    self.stats["app_bad_requests"] += 1
+            elif t == lib.TAS_QE_UNLISTEN:
+                if self.listener_owner.get(e.flow, (None,))[0] == app.id:
+                    self.stack.unlisten(e.flow, now)
+                    self.listener_owner.pop(e.flow, None)
+                    app.listeners.discard(e.flow)
+                else:
+                    self.stats["app_bad_requests"] += 1
+            elif t in (lib.TAS_QE_CLOSE, lib.TAS_QE_ABORT):
+                cid = self._conn_of_app(app, e.flow, e.gen)
+                if cid is None:
+                    self.stats["app_bad_requests"] += 1
+                elif t == lib.TAS_QE_CLOSE:
+                    self.stack.close(cid, now)
+                else:
+                    self.stack.abort(cid, now)
+            else:
+                self.stats["app_bad_requests"] += 1
+        except TcpError as err:
+            code = getattr(errno_mod, str(err.args[0] if err.args else err), errno_mod.EINVAL)
+            if t == lib.TAS_QE_LISTEN:
+                self._answer(owner, lib.TAS_QE_LISTENED, cookie=e.u.req.cookie, status=code)
+            elif t == lib.TAS_QE_CONNECT:
+                self._answer(owner, lib.TAS_QE_CONNECTED, cookie=e.u.req.cookie, status=code)
+        self.run()
+
+    def _conn_of_app(self, app: App, flow_id: int, gen: int) -> int | None:
+        for cid in app.conns:
+            f = self.flows.get(cid)
+            if f is not None and f.flow_id == flow_id and f.gen == gen:
+                return cid
+        return None
+
+    def app_gone(self, app: App, now: float) -> None:
+        """Reset everything the app had: its peers see RSTs, its flows leave
+        the workers before the app's region does."""
+        for lid in list(app.listeners):
+            self.stack.unlisten(lid, now)
+            self.listener_owner.pop(lid, None)
+        for cid in list(app.conns):
+            if self.stack.connection(cid) is not None:
+                self.stack.abort(cid, now)
+        self.run()
+        # flows the stack did not remove (already closing): take them off now
+        for cid in list(app.conns):
+            f = self.flows.get(cid)
+            if f is not None and not f.removing:
+                self._remove(f, rst=True)
+        app.conns.clear()
+        app.listeners.clear()
+
+    # ---- the stack's actions ------------------------------------------------------------
+    def run(self) -> None:
+        """Carry out the stack's actions, including those they cause."""
+        while actions := self.stack.take_actions():
+            for a in actions:
+                try:
+                    self._act(a)
+                except Exception:
+                    log.exception("carrying out %r", a)
+
+    def _act(self, a) -> None:
+        if isinstance(a, SendSegment):
+            self._send_segment(a.src, a.dst, a.seg, a.ecn)
+        elif isinstance(a, InstallFlow):
+            self._install(a.conn_id, a.params)
+        elif isinstance(a, ReplaySegment):
+            f = self.flows.get(a.conn_id)
+            if f is not None and f.index >= 0:
+                frame = self._frame(a.src, a.dst, a.seg, a.ecn, dst_mac=self.mac, src_mac=MacAddr(f.remote_mac))
+                self.workers[f.worker].send(lib.TAS_MSG_RX_FRAME, frame)
+        elif isinstance(a, RemoveFlow):
+            f = self.flows.get(a.conn_id)
+            if f is not None and not f.removing:
+                self._remove(f, a.rst)
+        elif isinstance(a, Retransmit):
+            self._flow_cmd(a.conn_id, lib.TAS_MSG_FLOW_RETRANSMIT, 0, a.rto)
+        elif isinstance(a, Probe):
+            kind = lib.TAS_PROBE_ZERO_WINDOW if a.kind == "zero_window" else lib.TAS_PROBE_KEEPALIVE
+            self._flow_cmd(a.conn_id, lib.TAS_MSG_FLOW_PROBE, kind, a.next)
+        elif isinstance(a, QueryActivity):
+            f = self.flows.get(a.conn_id)
+            if f is not None:
+                last = self.workers[f.worker].region.flows[f.index].last_rx_ns / 1e9
+                self.stack.keepalive_check(a.conn_id, last, self._now())
+        elif isinstance(a, Accepted):
+            self._deliver_accept(a)
+        elif isinstance(a, Connected):
+            f = self.flows.get(a.conn_id)
+            if f is not None and not f.failed:
+                self._answer(a.owner, lib.TAS_QE_CONNECTED, flow=f.flow_id, gen=f.gen, cookie=a.cookie, status=0,
+                             **self._conn_info(f))
+            else:
+                self._answer(a.owner, lib.TAS_QE_CONNECTED, cookie=a.cookie,
+                             status=f.failed if f else errno_mod.ECONNABORTED)
+        elif isinstance(a, ConnectFailed):
+            self._forget(a.conn_id)
+            self._answer(a.owner, lib.TAS_QE_CONNECTED, cookie=a.cookie, status=_errno(a.errno))
+        elif isinstance(a, Reset):
+            f = self.flows.get(a.conn_id)
+            if f is not None and not f.failed:
+                self._answer(a.owner, lib.TAS_QE_CONN_ERROR, flow=f.flow_id, gen=f.gen, status=_errno(a.errno))
+        elif isinstance(a, Closed):
+            f = self.flows.get(a.conn_id)
+            if f is not None and not f.failed:
+                self._answer(a.owner, lib.TAS_QE_CLOSED, flow=f.flow_id, gen=f.gen)
+            self._forget(a.conn_id)
+        elif isinstance(a, ListenerClosed):
+            self.listener_owner.pop(a.listener_id, None)
+
+    def _flow_cmd(self, conn_id: int, msg: int, flags: int, seconds: float) -> None:
+        f = self.flows.get(conn_id)
+        if f is None:
+            return
+        c = ffi.new("struct tas_flow_cmd *")
+        c.index, c.gen, c.flags = f.index, f.gen, flags
+        c.timeout_us = min(int(seconds * 1e6), 0xffffffff)
+        self.workers[f.worker].send(msg, c)
+
+    def _deliver_accept(self, a: Accepted) -> None:
+        f = self.flows.get(a.conn_id)
+        app = self.apps.apps.get(a.owner[0])
+        if f is None or f.failed or app is None:
+            return
+        self.conn_owner[a.conn_id] = a.owner
+        app.conns.add(a.conn_id)
+        self._answer(a.owner, lib.TAS_QE_ACCEPTED, flow=f.flow_id, gen=f.gen, listener=a.listener_id,
+                     **self._conn_info(f))
+
+    def _conn_info(self, f: Flow) -> dict:
+        p = f.params
+        rx_off, tx_off = f.app.buffers.offsets(f.slot)
+        return dict(rx_off=rx_off, tx_off=tx_off, rx_size=f.app.buffers.rx, tx_size=f.app.buffers.tx,
+                    remote_ip=ipv4_be(p.remote_ip), remote_port=p.remote_port, local_port=p.local_port)
+
+    def _install(self, conn_id: int, p) -> None:
+        owner = p.owner
+        now = self._now()
+        app = self.apps.apps.get(owner[0])
+        mac = self.arp.lookup(self.next_hop(p.remote_ip) or p.remote_ip, now)
+        w = self.worker_for(p.remote_ip, p.local_ip, p.remote_port, p.local_port)
+        slot = app.buffers.alloc() if app is not None else None
+        index = self.slots[w].alloc() if slot is not None and mac is not None else None
+        if index is None:
+            # Cannot run it (the app is gone or at its limit, no flow slot, no
+            # MAC): reset the peer with the handshake's numbers and end it.
+            if slot is not None:
+                app.buffers.free(slot)
+            why = errno_mod.ENOBUFS if app is not None else errno_mod.ECONNABORTED
+            self.stats["app_limit" if app is not None and slot is None else "no_flow_slot"] += 1
+            self.flows[conn_id] = Flow(conn_id, w, -1, 0, app, owner[1], -1, p, removing=True, failed=why)
+            self._send_segment(p.local_ip, p.remote_ip, TcpSegment(p.local_port, p.remote_port, p.snd_nxt,
+                                                                    p.rcv_nxt, _RST_ACK), None)
+            self.stack.abort(conn_id, now)
+            self.stack.flow_removed(conn_id, FlowSnapshot(p.snd_una, p.snd_nxt, p.rcv_nxt, None, None, now),
+                                    None, now)
+            return
+        index, gen = index
+        f = Flow(conn_id, w, index, gen, app, owner[1], slot, p, remote_mac=str(mac))
+        self.flows[conn_id] = f
+        self.by_index[(w, index)] = f
+        c = ffi.new("struct tas_flow_params *")
+        c.index, c.gen, c.app_id, c.ctx = index, gen, app.id, owner[1]
+        c.local_ip, c.remote_ip = ipv4_be(p.local_ip), ipv4_be(p.remote_ip)
+        c.local_port, c.remote_port = p.local_port, p.remote_port
+        c.remote_mac = list(MacAddr(mac).packed)
+        c.mss = p.mss
+        c.opts = ((lib.TAS_OPT_TIMESTAMPS if p.timestamps else 0) | (lib.TAS_OPT_SACK if p.sack else 0) |
+                  (lib.TAS_OPT_ECN if p.ecn else 0) | (lib.TAS_OPT_WSCALE if p.snd_wscale or p.rcv_wscale else 0))
+        c.snd_wscale, c.rcv_wscale = p.snd_wscale, p.rcv_wscale
+        c.snd_una, c.snd_nxt, c.rcv_nxt = int(p.snd_una), int(p.snd_nxt), int(p.rcv_nxt)
+        c.snd_wnd = p.snd_wnd
+        c.ts_recent, c.ts_offset = p.ts_recent & 0xffffffff, p.ts_offset & 0xffffffff
+        c.rto_us = int(p.rto * 1e6)
+        c.srtt_us = int(p.srtt * 1e6) if p.srtt else 0
+        c.rx_off, c.tx_off = app.buffers.offsets(slot)
+        c.rx_size, c.tx_size = app.buffers.rx, app.buffers.tx
+        self.workers[w].send(lib.TAS_MSG_FLOW_ADD, c)
+
+    def _remove(self, f: Flow, rst: bool) -> None:
+        f.removing = True
+        c = ffi.new("struct tas_flow_cmd *")
+        c.index, c.gen, c.flags = f.index, f.gen, lib.TAS_FLOW_CMD_RST if rst else 0
+        self.workers[f.worker].send(lib.TAS_MSG_FLOW_REMOVE, c)
+
+    def _release(self, f: Flow) -> None:
+        """The worker gave the flow up: its index and buffers are free again."""
+        if f.index >= 0:
+            self.by_index.pop((f.worker, f.index), None)
+            self.slots[f.worker].free(f.index)
+            f.index = -1
+        if f.slot >= 0 and self.apps.apps.get(f.app.id) is f.app:  # not if the app is gone
+            f.app.buffers.free(f.slot)
+            f.slot = -1
+
+    def _forget(self, conn_id: int) -> None:
+        f = self.flows.get(conn_id)
+        if f is not None and f.index < 0:
+            self.flows.pop(conn_id, None)
+        owner = self.conn_owner.pop(conn_id, None)
+        if owner is not None:
+            app = self.apps.apps.get(owner[0])
+            if app is not None:
+                app.conns.discard(conn_id)
+
+    # ---- frames ------------------------------------------------------------------------------
+    def _frame(self, src, dst, seg: TcpSegment, ecn, dst_mac: MacAddr, src_mac: MacAddr) -> bytes:
+        ip = Ipv4Packet(src, dst, IpProtocol.TCP, seg.emit(src, dst), ecn=ecn or 0)
+        return EthernetFrame(dst_mac, src_mac, EtherType.IPV4, ip.emit()).emit()
+
+    def _send_segment(self, src, dst, seg: TcpSegment, ecn) -> None:
+        hop = self.next_hop(IPv4Address(dst))
+        if hop is None:
+            return
+        w = self.worker_for(dst, src, seg.dst_port, seg.src_port)
+        mac = self.arp.lookup(hop, self._now())
+        if mac is None:
+            q = self.pending.setdefault(hop, [])
+            if len(q) < PENDING_PER_NEIGHBOUR:
+                q.append((src, dst, seg, ecn, w))
+            else:
+                self.stats["arp_unresolved_drops"] += 1
+            self._arp_flush()
+            return
+        self._send_frame(self._frame(src, dst, seg, ecn, mac, self.mac), w)
+
+    def neighbour_resolved(self, ip: IPv4Address, mac) -> None:
+        for src, dst, seg, ecn, w in self.pending.pop(ip, []):
+            self._send_frame(self._frame(src, dst, seg, ecn, MacAddr(mac), self.mac), w)
+
+    def neighbour_unreachable(self, ip: IPv4Address) -> None:
+        dropped = self.pending.pop(ip, [])
+        self.stats["arp_unresolved_drops"] += len(dropped)
+
+    # ---- stats and listings ------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {**self.stats, **{f"tcp_{k}": v for k, v in self.stack.stats.items()},
+                **{f"tcp_{k}_now": v for k, v in self.stack.gauges().items()},
+                "flows_installed": sum(s.in_use for s in self.slots)}
+
+
+_RST_ACK = TcpFlags.RST | TcpFlags.ACK
+
+
+def _errno(name: str) -> int:
+    return getattr(errno_mod, name, errno_mod.EIO)
