@@ -159,7 +159,7 @@ OPTIONS = [
     Option("capture", _path, None, "Write every frame the fastpath sees to this pcap file (with several "
            "workers: one file each, suffixed .wN). For debugging: it costs throughput.", "/tmp/tasd.pcap",
            cli=True),
-    Option("ring_slots", _int(16, 65536, pow2=True), 256, "Slots in each slowpath/fastpath message ring."),
+    Option("ring_slots", _int(16, 65536, pow2=True), 1024, "Slots in each slowpath/fastpath message ring."),
     Option("max_flows", _int(16, 1 << 24), 65536, "Connections each fastpath worker can carry."),
     Option("app_socket", _path, "/run/tasd/app.sock", "Unix socket applications register on (libtas).",
            cli=True),
@@ -196,8 +196,10 @@ OPTIONS = [
     Option("xdp.zerocopy", _choice("auto", "on", "off"), "auto", "AF_XDP zero-copy: where the driver offers "
            "it (auto), required (on), or never (off)."),
     Option("xdp.queue", _int(0, 1023), 0, "Interface queue the AF_XDP sockets bind to (all workers share it)."),
-    Option("xdp.frames", _int(256, 1 << 20, pow2=True), 4096, "UMEM frames (2 KiB each) shared by the workers."),
-    Option("xdp.ring_size", _int(64, 16384, pow2=True), 1024, "Entries in each AF_XDP RX and TX ring."),
+    Option("xdp.frames", _int(256, 1 << 20, pow2=True), 16384, "UMEM frames (2 KiB each) shared by the "
+           "workers."),
+    Option("xdp.ring_size", _int(64, 16384, pow2=True), 4096, "Entries in each AF_XDP RX and TX ring: what "
+           "absorbs a burst while a worker is busy."),
     Option("arp.timeout", _float(1.0), 60.0, "Seconds a resolved neighbour is trusted before it is "
            "re-confirmed."),
     Option("arp.retries", _int(1, 20), 5, "Requests sent before a neighbour is declared unreachable."),

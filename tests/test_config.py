@@ -41,7 +41,7 @@ def test_help_and_example_list_every_option():
 
 def test_defaults(tmp_path):
     cfg = load_text(tmp_path, MINIMAL)
-    assert cfg["cores"] == [0] and cfg["xdp.frames"] == 4096 and cfg["gateway"] is None
+    assert cfg["cores"] == [0] and cfg["xdp.frames"] == 16384 and cfg["gateway"] is None
     assert str(cfg["address"].ip) == "10.0.0.2" and cfg["address"].network.prefixlen == 24
 
 

@@ -273,6 +273,11 @@ def test_established_rto_event_then_retransmit_command(est):
     (retx,) = est.out()  # cwnd of one segment
     assert retx.seq == SeqNum(1001) and len(retx.payload) == MSS
     assert est.flow().cwnd == MSS and est.flow().rtos == 1
+    est.advance(2001)  # lost again: reported again, backed off by the slowpath
+    assert kinds(est.events()) == [lib.TAS_FEV_RTO]
+    est.command(lib.TAS_MSG_FLOW_RETRANSMIT, 0, timeout_us=4_000_000)
+    (retx,) = est.out()
+    assert retx.seq == SeqNum(1001) and est.flow().rtos == 2
     out = est.rx(est.peer_segment(ack=1001 + MSS))
     assert kinds(est.events()) == [lib.TAS_FEV_ACK_PROGRESS]
     assert len(out) == 2  # cwnd grew: the rest goes
@@ -344,15 +349,15 @@ def test_established_ece_reduces_cwnd_once_and_sets_cwr(rig):
 
 # ---- applications cannot reach what is not theirs ---------------------------------------
 
-@pytest.mark.parametrize("change", [
-    dict(gen=99),                        # stale generation
-    dict(flow=lib.tas_flow_id(0, 5)),    # a free slot
-    dict(flow=lib.tas_flow_id(3, 0)),    # another worker's flow
-    dict(flow=0xffffffff),               # nonsense
+@pytest.mark.parametrize("change, counter", [
+    (dict(gen=99), "app_bad_msgs"),                         # another generation
+    (dict(flow=lib.tas_flow_id(0, 5)), "app_stale_msgs"),   # a free slot
+    (dict(flow=lib.tas_flow_id(3, 0)), "app_bad_msgs"),     # another worker's flow
+    (dict(flow=0xffffffff), "app_bad_msgs"),                # nonsense
 ])
-def test_app_message_for_wrong_flow_rejected(est, change):
+def test_app_message_for_wrong_flow_rejected(est, change, counter):
     est.app_msg(0, lib.TAS_QE_TX, bump_len=10, **change)
-    assert est.region.stats()["app_bad_msgs"] == 1
+    assert est.region.stats()[counter] == 1
     assert est.out() == []
 
 
@@ -385,3 +390,65 @@ def test_flows_are_independent(rig):
     rig.rx(rig.peer_segment(0, payload=b"zero"), rig.peer_segment(1, payload=b"one"))
     ups = {u["flow"]: u["rx_bytes"] for u in rig.app_updates()}
     assert ups == {rig.flow_id(0): 4, rig.flow_id(1): 3}
+
+
+def test_fin_acked_no_second_fin(est):
+    est.app_send(0, b"bye")
+    est.app_msg(0, lib.TAS_QE_SHUT_WR)
+    est.out()
+    assert est.rx(est.peer_segment(ack=1001 + 4)) == []  # acks data and FIN: nothing more to send
+    est.app_msg(0, lib.TAS_QE_RX_FREED, bump_len=0)
+    est.advance(50)
+    assert est.out() == []
+
+
+def test_established_ooo_intervals_full_new_hole_dropped_not_forgotten(est):
+    """Intervals once SACKed are never forgotten; a segment that needs one
+    more interval is dropped (the peer resends it)."""
+    n = lib.TAS_OOO_MAX
+    for k in range(n):
+        est.rx(est.peer_segment(seq=5001 + 200 * (k + 1), payload=b"z" * 100))
+    assert est.flow().ooo_n == n
+    est.rx(est.peer_segment(seq=5001 + 200 * (n + 1), payload=b"z" * 100))
+    assert est.flow().ooo_n == n and est.flow().ooo_drops == 1
+    # filling every hole in order brings in everything that was SACKed
+    for k in range(n + 1):
+        est.rx(est.peer_segment(seq=5001 + 200 * k, payload=b"a" * 100))
+        est.rx(est.peer_segment(seq=5001 + 200 * k + 100, payload=b"b" * 100))
+    assert est.flow().rcv_nxt == 5001 + 200 * (n + 1)
+
+
+def test_flow_slot_reused_while_queued_keeps_the_lists_whole(rig):
+    """A flow removed while queued for transmission, its slot reused at once:
+    the flows queued behind it still get their turn."""
+    rig.add_flow(0, remote_port=40000)
+    rig.add_flow(1, remote_port=40001)
+    rig.add_flow(2, remote_port=40002)
+    # queue 0, 1, 2 for TX in one iteration, remove 1 and reuse its slot in the same one
+    for i in (0, 1, 2):
+        f = rig.flows[i]
+        rig.app.push(0, lib.TAS_RING_APP2FP, lib.TAS_QE_TX, rig.flow_id(i), f["gen"], bump_len=0)
+    c = lib.TAS_MSG_FLOW_REMOVE
+    from tasd.fastpath.binding import ffi
+    cmd = ffi.new("struct tas_flow_cmd *")
+    cmd.index, cmd.gen = 1, rig.flows[1]["gen"]
+    rig.region.send(c, cmd)
+    rig.worker.poll(rig.now)
+    rig.events()
+    rig.add_flow(1, remote_port=40003)
+    for i in (0, 1, 2):
+        rig.app_send(i, b"x" * 10)
+    sent = {o.seg.dst_port for o in rig.out() if o.payload}
+    assert sent == {40000, 40003, 40002}
+
+
+def test_established_holes_while_sending_segments_shrink_for_sack_blocks(est):
+    """Full-size data while SACK blocks ride along: the payload shrinks so the
+    frame stays within the MTU (it used to be dropped, and the flow stalled)."""
+    est.rx(est.peer_segment(seq=5001 + 100, payload=b"b" * 100))  # a hole: SACK from now on
+    est.app_send(0, bytes(3 * MSS))
+    out = [o for o in est.out() if o.payload]
+    assert out and all(len(o.payload) == MSS - 12 for o in out[:-1])
+    assert sum(len(o.payload) for o in out) == 3 * MSS
+    assert all(o.seg.option(Sack) for o in out)
+    assert est.region.stats()["tx_errors"] == 0

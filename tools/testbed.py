@@ -253,6 +253,7 @@ class Testbed:
             "address": f"{self.tasd_ip}/{self.PREFIX_LEN}",
             "backend": "tap" if self.tap else "xdp",
             "control_socket": str(STATE_DIR / f"{self.id}-tasd.sock"),
+            "app_socket": str(STATE_DIR / f"{self.id}-app.sock"),
         }
         cfg.update(overrides)
         return cfg
@@ -271,6 +272,7 @@ class TasdProcess:
     def __init__(self, tb: Testbed, cfg: dict, extra_args=()):
         self.tb, self.cfg = tb, cfg
         self.socket = cfg["control_socket"]
+        self.app_socket = cfg["app_socket"]
         self.config_path = write_toml(STATE_DIR / f"{tb.id}-{secrets.token_hex(2)}.toml", cfg)
         self.log_path = self.config_path.with_suffix(".log")
         self._log = open(self.log_path, "w+")
@@ -296,6 +298,15 @@ class TasdProcess:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"tasd not ready after {timeout} s:\n{self.output}") from None
                 time.sleep(0.05)
+
+    def app(self, *argv, **kw) -> subprocess.Popen:
+        """Start a program on tasd (in tasd's namespace, pointed at its app socket)."""
+        env = dict(os.environ, TASD_APP_SOCKET=self.app_socket, **kw.pop("env", {}))
+        return self.tb.popen(self.tb.ns_tasd, *argv, env=env, **kw)
+
+    def run_app(self, *argv, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        env = dict(os.environ, TASD_APP_SOCKET=self.app_socket)
+        return self.tb.run(self.tb.ns_tasd, *argv, env=env, timeout=timeout, check=check)
 
     def ctl(self, cmd: str, **args) -> dict:
         from tasd.tasctl import request

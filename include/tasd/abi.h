@@ -168,9 +168,14 @@ struct tas_fp_stats {
     uint64_t tcp_rx_unacceptable; /* out of window, PAWS, bad ACK: answered with an ACK, dropped */
     uint64_t challenge_acks;
     uint64_t app_msgs;       /* messages from apps */
-    uint64_t app_bad_msgs;   /* rejected: unknown flow, another app's flow, bad length */
+    uint64_t app_bad_msgs;   /* rejected: another app's flow, a bad generation or length */
+    uint64_t app_stale_msgs; /* for flows already removed (normal after a close) */
     uint64_t app_ring_full;  /* updates that waited for room in an fp2app ring */
     uint64_t flow_events;    /* events sent to the slowpath */
+    uint64_t dev_rx_dropped;     /* the device's own counters, refreshed every 100 ms: */
+    uint64_t dev_rx_ring_full;   /*   frames lost because the worker's RX ring was full */
+    uint64_t dev_fill_empty;     /*   ... because no free frame was in the fill ring */
+    uint64_t dev_tx_invalid;     /*   TX descriptors the kernel refused */
     uint64_t fp2sp_full;     /* events that waited for room in fp2sp */
     uint64_t drops[TAS_DROP__COUNT];      /* indexed by enum tas_drop */
     uint64_t exceptions[TAS_EXC__COUNT];  /* indexed by enum tas_exc */
@@ -273,10 +278,10 @@ enum tas_flow_flag {
     TAS_FL_RECOVERY = 128,      /* in fast recovery until snd_una passes recover */
     TAS_FL_TIMING = 256,        /* an RTT measurement runs on rtt_seq */
     TAS_FL_RTO_WAIT = 512,      /* the RTO fired: waiting for the slowpath's decision */
-    TAS_FL_APP_TX_WAIT = 1024,  /* notify the app as soon as TX space frees */
+    TAS_FL_BACKOFF = 1024,      /* retransmitting after a timeout until new data is acknowledged */
 };
 
-#define TAS_OOO_MAX 4
+#define TAS_OOO_MAX 8
 #define TAS_SACK_MAX 4
 
 struct tas_flow {
@@ -357,6 +362,7 @@ struct tas_flow {
     uint64_t fast_retx;
     uint64_t rtos;
     uint64_t ooo_segs;
+    uint64_t ooo_drops;      /* out-of-order segments dropped: no interval left to record them */
     uint64_t dup_segs;       /* segments entirely below rcv_nxt */
     uint64_t ce_bytes;       /* payload received with CE */
     uint64_t ece_acks;       /* ACKs received with ECE */

@@ -95,7 +95,9 @@ TAS_EXPORT ssize_t tas_recv(struct tas_conn *c, void *buf, size_t len);
 /* Bytes ready to receive, and room to send. */
 TAS_EXPORT size_t tas_rx_ready(const struct tas_conn *c);
 TAS_EXPORT size_t tas_tx_space(const struct tas_conn *c);
-/* Send FIN after the data already sent. */
+/* Send FIN after the data already sent.  Like tas_close and tas_abort, it
+ * never fails for lack of room in a queue: what cannot go now goes with the
+ * next tas_poll or tas_wait. */
 TAS_EXPORT int tas_shutdown(struct tas_conn *c);
 /* Done with the connection: FIN after the data (unless shut down already);
  * the handle stays valid until its TAS_EV_CLOSED. */

@@ -47,6 +47,7 @@ struct tas_conn {
     uint32_t remote_ip;
     uint16_t remote_port, local_port;
     int fin, shut, closed, error;
+    int want_shut, want_close, want_abort; /* requested, waiting for room in a ring */
     struct tas_conn *next_pending;
     int pending;
     struct tas_conn *next_dead;   /* CLOSED delivered: freed at the next tas_poll */
@@ -362,10 +363,15 @@ static int push(struct tas_ring_cursor *cur, int bell, const struct tas_qe *e)
 
 static int push_sp(struct tas_ctx *c, const struct tas_qe *e) { return push(&c->app2sp, c->app->sp_doorbell, e); }
 
-/* Announce a connection's pending counts to its worker; keep what does not fit. */
+/* Tell tasd what the app did to a connection, in order: the bytes it wrote
+ * and freed, then a shutdown, then a close or abort.  What does not fit (a
+ * ring is full) waits in the connection for the next try, so none of the
+ * calls fails for lack of room. */
 static int flush_conn(struct tas_conn *conn)
 {
     struct tas_ctx *c = conn->ctx;
+    struct tas_ring_cursor *fp = &c->app2fp[conn->worker];
+    int bell = c->app->fp_doorbell[conn->worker];
     struct tas_qe e;
     memset(&e, 0, sizeof e);
     e.flow = conn->flow;
@@ -373,16 +379,29 @@ static int flush_conn(struct tas_conn *conn)
     if (conn->tx_unsent_bump) {
         e.type = TAS_QE_TX;
         e.u.bump.len = conn->tx_unsent_bump;
-        if (push(&c->app2fp[conn->worker], c->app->fp_doorbell[conn->worker], &e) != 0)
+        if (push(fp, bell, &e) != 0)
             return -EAGAIN;
         conn->tx_unsent_bump = 0;
     }
     if (conn->rx_unsent_free) {
         e.type = TAS_QE_RX_FREED;
         e.u.bump.len = conn->rx_unsent_free;
-        if (push(&c->app2fp[conn->worker], c->app->fp_doorbell[conn->worker], &e) != 0)
+        if (push(fp, bell, &e) != 0)
             return -EAGAIN;
         conn->rx_unsent_free = 0;
+    }
+    memset(&e.u, 0, sizeof e.u);
+    if (conn->want_shut) {
+        e.type = TAS_QE_SHUT_WR;
+        if (push(fp, bell, &e) != 0)
+            return -EAGAIN;
+        conn->want_shut = 0;
+    }
+    if (conn->want_close || conn->want_abort) {
+        e.type = conn->want_abort ? TAS_QE_ABORT : TAS_QE_CLOSE;
+        if (push(&c->app2sp, c->app->sp_doorbell, &e) != 0)
+            return -EAGAIN;
+        conn->want_close = conn->want_abort = 0;
     }
     return 0;
 }
@@ -510,56 +529,32 @@ ssize_t tas_recv(struct tas_conn *conn, void *buf, size_t len)
 
 int tas_shutdown(struct tas_conn *conn)
 {
-    if (conn->shut)
+    if (conn->shut || conn->closed)
         return 0;
-    flush_pending(conn->ctx);
-    if (flush_conn(conn) != 0)
-        return -EAGAIN; /* the FIN must follow the data */
-    struct tas_qe e;
-    memset(&e, 0, sizeof e);
-    e.type = TAS_QE_SHUT_WR;
-    e.flow = conn->flow;
-    e.gen = conn->gen;
-    struct tas_ctx *c = conn->ctx;
-    int rc = push(&c->app2fp[conn->worker], c->app->fp_doorbell[conn->worker], &e);
-    if (rc == 0)
-        conn->shut = 1;
-    return rc;
-}
-
-static int close_msg(struct tas_conn *conn, uint16_t type)
-{
-    struct tas_qe e;
-    memset(&e, 0, sizeof e);
-    e.type = type;
-    e.flow = conn->flow;
-    e.gen = conn->gen;
-    return push_sp(conn->ctx, &e);
+    conn->shut = conn->want_shut = 1;
+    flush_or_defer(conn);
+    return 0;
 }
 
 int tas_close(struct tas_conn *conn)
 {
     if (conn->closed)
         return -EBADF;
-    if (!conn->shut && !conn->error) {
-        int rc = tas_shutdown(conn);
-        if (rc != 0)
-            return rc;
-    }
-    int rc = close_msg(conn, TAS_QE_CLOSE);
-    if (rc == 0)
-        conn->closed = 1;
-    return rc;
+    if (!conn->shut && !conn->error)
+        conn->shut = conn->want_shut = 1; /* FIN after the data */
+    conn->closed = conn->want_close = 1;
+    flush_or_defer(conn);
+    return 0;
 }
 
 int tas_abort(struct tas_conn *conn)
 {
     if (conn->closed)
         return -EBADF;
-    int rc = close_msg(conn, TAS_QE_ABORT);
-    if (rc == 0)
-        conn->closed = 1;
-    return rc;
+    conn->closed = conn->want_abort = 1;
+    conn->want_shut = 0; /* a reset, not a FIN */
+    flush_or_defer(conn);
+    return 0;
 }
 
 void tas_conn_peer(const struct tas_conn *c, uint32_t *ip, uint16_t *port)

@@ -217,7 +217,10 @@ class ConnectionManager:
             self.listener_owner.pop(lid, None)
         for cid in list(app.conns):
             if self.stack.connection(cid) is not None:
-                self.stack.abort(cid, now)
+                try:
+                    self.stack.abort(cid, now)
+                except TcpError:
+                    pass  # already on its way out
         self.run()
         # flows the stack did not remove (already closing): take them off now
         for cid in list(app.conns):
@@ -272,6 +275,9 @@ class ConnectionManager:
                 self._answer(a.owner, lib.TAS_QE_CONNECTED, cookie=a.cookie,
                              status=f.failed if f else errno_mod.ECONNABORTED)
         elif isinstance(a, ConnectFailed):
+            # the app never got a handle for it, so it cannot close it: we do
+            if self.stack.connection(a.conn_id) is not None:
+                self.stack.close(a.conn_id, self._now())
             self._forget(a.conn_id)
             self._answer(a.owner, lib.TAS_QE_CONNECTED, cookie=a.cookie, status=_errno(a.errno))
         elif isinstance(a, Reset):
@@ -362,19 +368,22 @@ class ConnectionManager:
         self.workers[f.worker].send(lib.TAS_MSG_FLOW_REMOVE, c)
 
     def _release(self, f: Flow) -> None:
-        """The worker gave the flow up: its index and buffers are free again."""
+        """The worker gave the flow up: its index is free again.  Its buffers
+        stay until the app is done with the connection (Closed): unread data
+        is still in them."""
         if f.index >= 0:
             self.by_index.pop((f.worker, f.index), None)
             self.slots[f.worker].free(f.index)
             f.index = -1
-        if f.slot >= 0 and self.apps.apps.get(f.app.id) is f.app:  # not if the app is gone
-            f.app.buffers.free(f.slot)
-            f.slot = -1
 
     def _forget(self, conn_id: int) -> None:
+        """The app is done with the connection and the worker with its flow."""
         f = self.flows.get(conn_id)
         if f is not None and f.index < 0:
             self.flows.pop(conn_id, None)
+            if f.slot >= 0 and self.apps.apps.get(f.app.id) is f.app:  # not if the app is gone
+                f.app.buffers.free(f.slot)
+                f.slot = -1
         owner = self.conn_owner.pop(conn_id, None)
         if owner is not None:
             app = self.apps.apps.get(owner[0])
@@ -411,6 +420,26 @@ class ConnectionManager:
         self.stats["arp_unresolved_drops"] += len(dropped)
 
     # ---- stats and listings ------------------------------------------------------------------
+    FLOW_FIELDS = ("snd_una", "snd_nxt", "snd_max", "rcv_nxt", "snd_wnd", "rx_avail", "tx_data", "cwnd",
+                   "ssthresh", "srtt_us", "rttvar_us", "rto_us", "fl", "dupacks", "sack_n", "ooo_n", "rx_bytes",
+                   "tx_bytes", "rx_segs", "tx_segs", "retx_segs", "fast_retx", "rtos", "ooo_segs", "ooo_drops",
+                   "dup_segs", "ce_bytes")
+
+    def flow_list(self) -> list[dict]:
+        """Every connection with its state, and its flow's counters if a worker has it."""
+        out = []
+        for cid, f in self.flows.items():
+            conn = self.stack.connection(cid)
+            p = f.params
+            row = {"conn": cid, "state": conn.state.name if conn else "CLOSED", "worker": f.worker,
+                   "local": f"{p.local_ip}:{p.local_port}", "remote": f"{p.remote_ip}:{p.remote_port}",
+                   "app": f.app.id if f.app else None}
+            if f.index >= 0:
+                fl = self.workers[f.worker].region.flows[f.index]
+                row.update({k: getattr(fl, k) for k in self.FLOW_FIELDS})
+            out.append(row)
+        return out
+
     def describe(self) -> dict:
         return {**self.stats, **{f"tcp_{k}": v for k, v in self.stack.stats.items()},
                 **{f"tcp_{k}_now": v for k, v in self.stack.gauges().items()},

@@ -197,7 +197,7 @@ class Daemon:
         loop.add_reader(self._links.fileno(), self._on_link_event)
         self._control = ControlServer(cfg["control_socket"], {
             "status": self._cmd_status, "stats": self._cmd_stats, "arp": self._cmd_arp,
-            "arp_resolve": self._cmd_arp_resolve, "apps": self._cmd_apps})
+            "arp_resolve": self._cmd_arp_resolve, "apps": self._cmd_apps, "flows": self._cmd_flows})
         try:
             if cfg["arp.probe"]:
                 await self._probe_address()
@@ -471,6 +471,9 @@ class Daemon:
                 "slowpath": {**self.stats, "arp": dict(self.arp.stats), "tcp": self.conns.describe(),
                              "apps": {**self.apps.stats, "registered_now": len(self.apps.apps),
                                       "memory_bytes": self.apps.memory_bytes()}}}
+
+    async def _cmd_flows(self, req: dict) -> dict:
+        return {"flows": self.conns.flow_list()}
 
     async def _cmd_apps(self, req: dict) -> dict:
         return {"apps": [a.describe() for a in self.apps.apps.values()]}

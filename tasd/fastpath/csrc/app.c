@@ -145,9 +145,15 @@ void fp_app_detach(struct fp_worker *w, uint32_t app_id)
             link = &(*link)->next_active;
     }
     for (uint32_t i = 0; i < a->nctx; i++) {
-        if (a->ctx[i] && a->ctx[i]->own_efd)
-            close(a->ctx[i]->efd);
-        free(a->ctx[i]);
+        struct fp_appctx *c = a->ctx[i];
+        if (c == NULL)
+            continue;
+        /* flows still queued for it (all removed by now) leave the list */
+        while (w->tcp && fp_flow_notify_pop(w->tcp, c))
+            ;
+        if (c->own_efd)
+            close(c->efd);
+        free(c);
     }
     free(a->ctx);
     if (a->mapped_here)

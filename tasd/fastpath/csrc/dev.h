@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+struct tas_fp_stats;
+
 struct fp_buf {
     uint8_t *data; /* first byte of the frame */
     uint32_t len;  /* frame length */
@@ -36,6 +38,8 @@ struct fp_dev_ops {
     int (*rx_pending)(struct fp_dev *d);
     /* Free everything the device holds (not the fds it was given). */
     void (*close)(struct fp_dev *d);
+    /* Optional: the device's own drop counters into the worker's stats. */
+    void (*counters)(struct fp_dev *d, struct tas_fp_stats *st);
 };
 
 struct fp_dev {

@@ -88,6 +88,13 @@ static void pcap_close(struct fp_dev *d)
     free(p);
 }
 
+static void pcap_counters(struct fp_dev *d, struct tas_fp_stats *st)
+{
+    struct pcap_dev *p = (struct pcap_dev *)d;
+    if (p->inner->ops->counters)
+        p->inner->ops->counters(p->inner, st);
+}
+
 static const struct fp_dev_ops pcap_ops = {
     .rx = pcap_rx,
     .alloc = pcap_alloc,
@@ -95,6 +102,7 @@ static const struct fp_dev_ops pcap_ops = {
     .release = pcap_release,
     .rx_pending = pcap_rx_pending,
     .close = pcap_close,
+    .counters = pcap_counters,
 };
 
 struct fp_dev *fp_dev_pcap_wrap(struct fp_dev *inner, const char *path, char *err, size_t errlen)

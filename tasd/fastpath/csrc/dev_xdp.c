@@ -452,6 +452,19 @@ static void xdp_close(struct fp_dev *d)
     free(x);
 }
 
+static void xdp_counters(struct fp_dev *d, struct tas_fp_stats *st)
+{
+    struct xdp_dev *x = (struct xdp_dev *)d;
+    struct xdp_statistics xs;
+    socklen_t len = sizeof xs;
+    if (getsockopt(x->fd, SOL_XDP, XDP_STATISTICS, &xs, &len) != 0)
+        return;
+    st->dev_rx_dropped = xs.rx_dropped;
+    st->dev_rx_ring_full = xs.rx_ring_full;
+    st->dev_fill_empty = xs.rx_fill_ring_empty_descs;
+    st->dev_tx_invalid = xs.tx_invalid_descs;
+}
+
 static const struct fp_dev_ops xdp_ops = {
     .rx = xdp_rx,
     .alloc = xdp_alloc,
@@ -459,6 +472,7 @@ static const struct fp_dev_ops xdp_ops = {
     .release = xdp_release,
     .rx_pending = xdp_rx_pending,
     .close = xdp_close,
+    .counters = xdp_counters,
 };
 
 static void *map_ring(struct xdp_dev *x, int slot, uint64_t pgoff, const struct xdp_ring_offset *o,

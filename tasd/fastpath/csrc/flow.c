@@ -172,27 +172,30 @@ uint32_t fp_flow_tx_pop(struct fp_tcp *t)
     return i;
 }
 
+/* Flows with news for their app wait in their context's list: a context
+ * whose ring is full costs one check per iteration, not one per flow. */
 void fp_flow_notify_schedule(struct fp_tcp *t, uint32_t index)
 {
     struct fp_flow_priv *p = &t->priv[index];
-    if (p->on_notify)
+    struct fp_appctx *c = p->ctx;
+    if (p->on_notify || c == NULL)
         return;
     p->on_notify = 1;
     p->nnext = 0;
-    if (t->notify_tail)
-        t->priv[t->notify_tail - 1].nnext = index + 1;
+    if (c->notify_tail)
+        t->priv[c->notify_tail - 1].nnext = index + 1;
     else
-        t->notify_head = index + 1;
-    t->notify_tail = index + 1;
+        c->notify_head = index + 1;
+    c->notify_tail = index + 1;
 }
 
-uint32_t fp_flow_notify_pop(struct fp_tcp *t)
+uint32_t fp_flow_notify_pop(struct fp_tcp *t, struct fp_appctx *c)
 {
-    uint32_t i = t->notify_head;
+    uint32_t i = c->notify_head;
     if (i) {
-        t->notify_head = t->priv[i - 1].nnext;
-        if (!t->notify_head)
-            t->notify_tail = 0;
+        c->notify_head = t->priv[i - 1].nnext;
+        if (!c->notify_head)
+            c->notify_tail = 0;
         t->priv[i - 1].on_notify = 0;
     }
     return i;

@@ -40,7 +40,6 @@ struct fp_tcp {
     uint64_t wheel_tick;    /* last tick processed */
     int wheel_started;
     uint32_t tx_head, tx_tail;      /* TX-ready list */
-    uint32_t notify_head, notify_tail;
     uint64_t challenge_window;      /* RFC 5961 rate limit: second of the count */
     uint32_t challenge_count;
     uint32_t challenge_limit;       /* per second */
@@ -93,7 +92,7 @@ void fp_flow_timer_cancel(struct fp_tcp *t, uint32_t index);
 void fp_flow_tx_schedule(struct fp_tcp *t, uint32_t index);
 uint32_t fp_flow_tx_pop(struct fp_tcp *t);   /* index + 1, 0 if empty */
 void fp_flow_notify_schedule(struct fp_tcp *t, uint32_t index);
-uint32_t fp_flow_notify_pop(struct fp_tcp *t);
+uint32_t fp_flow_notify_pop(struct fp_tcp *t, struct fp_appctx *c);
 /* Flows whose earliest deadline passed at tick now, one at a time. */
 uint32_t fp_flow_timer_expired(struct fp_tcp *t, uint64_t now); /* index + 1, 0 if none */
 
@@ -143,10 +142,29 @@ static inline uint32_t tcp_unsent(const struct tas_flow *f)
     return f->tx_data > inflight ? f->tx_data - inflight : 0;
 }
 
-/* Payload bytes a segment can carry once options are counted. */
+/* Payload bytes a segment carries with the options every segment has (the
+ * unit of congestion control and ACK counting). */
 static inline uint32_t tcp_eff_mss(const struct tas_flow *f)
 {
     return f->mss - ((f->opts & TAS_OPT_TIMESTAMPS) ? 12 : 0);
+}
+
+/* SACK blocks the next segment carries: as many out-of-order intervals as
+ * the 40 option bytes leave room for. */
+static inline uint32_t tcp_sack_blocks(const struct tas_flow *f)
+{
+    if (!(f->opts & TAS_OPT_SACK) || f->ooo_n == 0)
+        return 0;
+    uint32_t room = (40 - ((f->opts & TAS_OPT_TIMESTAMPS) ? 12 : 0) - 4) / 8;
+    return f->ooo_n < room ? f->ooo_n : room;
+}
+
+/* Payload bytes the next segment can carry: less while SACK blocks ride along
+ * (as Linux's current MSS), so that the frame stays within the MTU. */
+static inline uint32_t tcp_seg_mss(const struct tas_flow *f)
+{
+    uint32_t sack = tcp_sack_blocks(f);
+    return tcp_eff_mss(f) - (sack ? 4 + 8 * sack : 0);
 }
 
 #endif /* FP_TCP_H */

@@ -100,8 +100,16 @@ int fp_tcp_flow_add(struct fp_worker *w, const struct tas_flow_params *p)
         return -1;
     struct tas_flow *f = &t->flows[p->index];
     struct fp_flow_priv *pv = &t->priv[p->index];
+    /* A slot's earlier flow may still be linked into the TX list or a
+     * context's notify list (they drop free flows when they meet them):
+     * keep those links, or the lists would break behind it. */
+    struct fp_flow_priv keep = *pv;
     memset(f, 0, sizeof *f);
     memset(pv, 0, sizeof *pv);
+    pv->on_tx = keep.on_tx;
+    pv->txnext = keep.txnext;
+    pv->on_notify = keep.on_notify;
+    pv->nnext = keep.nnext;
     memset(&t->ctl[p->index], 0, sizeof t->ctl[p->index]);
     f->gen = p->gen;
     f->app_id = p->app_id;
@@ -175,6 +183,8 @@ int fp_tcp_flow_retransmit(struct fp_worker *w, const struct tas_flow_cmd *c)
      * snd_una, one segment of window (RFC 5681 3.1) */
     f->rtos++;
     f->rto_us = c->timeout_us;
+    f->fl &= ~(uint32_t)TAS_FL_RTO_WAIT; /* decided: the next expiry is reported again */
+    f->fl |= TAS_FL_BACKOFF;
     fp_cc_newreno.on_rto(f);
     f->fl &= ~(uint32_t)(TAS_FL_RECOVERY | TAS_FL_TIMING);
     f->dupacks = 0;
@@ -288,32 +298,37 @@ static void copy_to_ring(uint8_t *ring, uint32_t size, uint32_t pos, const uint8
         memcpy(ring, src + first, len - first);
 }
 
-/* Record [l, r) as received out of order: merge with what overlaps, most
- * recent block first (RFC 2018 4: the first SACK block is the newest). */
-static void ooo_add(struct tas_flow *f, uint32_t l, uint32_t r)
+/* Record [l, r) as received out of order: merged with what it touches, the
+ * newest block first (RFC 2018 4: the first SACK block is the newest).
+ * Returns -1, recording nothing, if it would need a new interval and all
+ * are in use: an interval once reported in a SACK block is never forgotten
+ * (that would be reneging, and a peer that trusts the SACK would never
+ * resend the data). */
+static int ooo_add(struct tas_flow *f, uint32_t l, uint32_t r)
 {
-    uint32_t n = 0;
-    uint32_t ns[TAS_OOO_MAX + 1], ne[TAS_OOO_MAX + 1];
+    uint32_t n = 0, touching = 0;
+    uint32_t ns[TAS_OOO_MAX], ne[TAS_OOO_MAX];
     for (uint32_t i = 0; i < f->ooo_n; i++) {
         if (seq_le(f->ooo_start[i], r) && seq_ge(f->ooo_end[i], l)) {
             l = seq_min(l, f->ooo_start[i]);
             r = seq_max(r, f->ooo_end[i]);
+            touching++;
         } else {
             ns[n] = f->ooo_start[i];
             ne[n] = f->ooo_end[i];
             n++;
         }
     }
+    if (!touching && f->ooo_n == TAS_OOO_MAX)
+        return -1;
     f->ooo_start[0] = l;
     f->ooo_end[0] = r;
-    uint32_t keep = n < TAS_OOO_MAX - 1 ? n : TAS_OOO_MAX - 1;
-    for (uint32_t i = 0; i < keep; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         f->ooo_start[i + 1] = ns[i];
         f->ooo_end[i + 1] = ne[i];
     }
-    f->ooo_n = keep + 1;
-    /* an interval pushed out is forgotten: its data stays in the buffer
-     * but will be received again (the peer retransmits it) */
+    f->ooo_n = n + 1;
+    return 0;
 }
 
 /* In-order data reached rcv_nxt: absorb out-of-order intervals it meets. */
@@ -405,7 +420,7 @@ static void fast_retransmit(struct fp_worker *w, uint32_t index)
     f->fast_retx++;
     f->rexmit_next = f->snd_una;
     /* resend the first segment now; SACK recovery continues in tx_flow */
-    uint32_t len = f->tx_data < tcp_eff_mss(f) ? f->tx_data : tcp_eff_mss(f);
+    uint32_t len = f->tx_data < tcp_seg_mss(f) ? f->tx_data : tcp_seg_mss(f);
     uint32_t flight = tcp_data_in_flight(f);
     if (len > flight)
         len = flight;
@@ -452,7 +467,7 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
                 fp_cc_newreno.on_recovery_exit(f);
             } else if (!(f->opts & TAS_OPT_SACK) || f->sack_n == 0) {
                 /* NewReno partial ACK (RFC 6582 3.2): resend the next hole */
-                uint32_t len = tcp_data_in_flight(f) < tcp_eff_mss(f) ? tcp_data_in_flight(f) : tcp_eff_mss(f);
+                uint32_t len = tcp_data_in_flight(f) < tcp_seg_mss(f) ? tcp_data_in_flight(f) : tcp_seg_mss(f);
                 if (len)
                     fp_tcp_output(w, index, f->snd_una, len, 0, 1);
                 f->cwnd = f->cwnd > data ? f->cwnd - data + tcp_eff_mss(f) : tcp_eff_mss(f);
@@ -471,8 +486,8 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
             f->rto_at = 0;
         else if (!(f->fl & TAS_FL_RTO_WAIT))
             f->rto_at = w->now + (uint64_t)f->rto_us * 1000;
-        if (f->fl & TAS_FL_RTO_WAIT) {
-            f->fl &= ~(uint32_t)TAS_FL_RTO_WAIT;
+        if (f->fl & (TAS_FL_RTO_WAIT | TAS_FL_BACKOFF)) {
+            f->fl &= ~(uint32_t)(TAS_FL_RTO_WAIT | TAS_FL_BACKOFF);
             f->rto_at = f->snd_una == f->snd_max ? 0 : w->now + (uint64_t)f->rto_us * 1000;
             fp_tcp_event(w, index, TAS_FEV_ACK_PROGRESS);
         }
@@ -554,6 +569,10 @@ static int deliver(struct fp_worker *w, uint32_t index, struct seg *s)
     if (len > f->rx_avail - off)
         len = f->rx_avail - off; /* keep what fits */
     uint8_t *ring = p->app->base + f->rx_off;
+    if (off && ooo_add(f, seq, seq + len) != 0) {
+        f->ooo_drops++; /* the peer sends it again */
+        return 1;
+    }
     copy_to_ring(ring, f->rx_size, f->rx_head + off, data, len);
     int ack_now = 0;
     if (off == 0) {
@@ -574,7 +593,6 @@ static int deliver(struct fp_worker *w, uint32_t index, struct seg *s)
         } else if (f->rx_unacked >= 2u * tcp_eff_mss(f))
             ack_now = 1; /* every second full-sized segment */
     } else {
-        ooo_add(f, seq, seq + len);
         f->ooo_segs++;
         ack_now = 1; /* a duplicate ACK, with SACK blocks */
     }
@@ -727,7 +745,11 @@ void fp_tcp_app_msg(struct fp_worker *w, struct fp_app *a, const struct tas_qe *
     struct tas_flow *f = NULL;
     if (t && (e->flow >> TAS_FLOW_INDEX_BITS) == w->shm->worker_id && index < t->max_flows)
         f = &t->flows[index];
-    if (f == NULL || f->state == TAS_FLOW_FREE || f->gen != e->gen || f->app_id != a->id) {
+    if (f != NULL && f->state == TAS_FLOW_FREE) {
+        w->st->app_stale_msgs++;
+        return;
+    }
+    if (f == NULL || f->gen != e->gen || f->app_id != a->id) {
         w->st->app_bad_msgs++;
         return;
     }
@@ -824,30 +846,35 @@ void fp_tcp_poll(struct fp_worker *w)
         if (i == stop || ++n > t->max_flows)
             break;
     }
-    /* updates for apps; a flow whose app's ring is full tries again next time */
-    stop = t->notify_tail;
-    while (stop && (i = fp_flow_notify_pop(t)) != 0) {
-        struct tas_flow *f = &t->flows[i - 1];
-        struct fp_flow_priv *p = &t->priv[i - 1];
-        int fin = (f->fl & TAS_FL_FIN_RCVD) && !p->fin_reported;
-        if (f->state != TAS_FLOW_FREE && (f->rx_notify || f->tx_notify || fin)) {
-            struct tas_qe e;
-            memset(&e, 0, sizeof e);
-            e.type = TAS_QE_FLOW_UPDATE;
-            e.flow = tas_flow_id(w->shm->worker_id, i - 1);
-            e.gen = f->gen;
-            e.u.update.rx_bytes = f->rx_notify;
-            e.u.update.tx_acked = f->tx_notify;
-            e.flags = fin ? TAS_QF_FIN : 0;
-            if (fp_app_notify(w, p->ctx, &e) == 0) {
+    /* updates for apps, per context; a full ring waits for the next iteration */
+    for (struct fp_appctx *c = w->active_ctx; c; c = c->next_active) {
+        while ((i = c->notify_head) != 0) {
+            struct tas_flow *f = &t->flows[i - 1];
+            struct fp_flow_priv *p = &t->priv[i - 1];
+            if (p->ctx != c) { /* a reused slot, queued by its earlier flow: move it */
+                fp_flow_notify_pop(t, c);
+                if (f->state != TAS_FLOW_FREE)
+                    fp_flow_notify_schedule(t, i - 1);
+                continue;
+            }
+            int fin = (f->fl & TAS_FL_FIN_RCVD) && !p->fin_reported;
+            if (f->state != TAS_FLOW_FREE && (f->rx_notify || f->tx_notify || fin)) {
+                struct tas_qe e;
+                memset(&e, 0, sizeof e);
+                e.type = TAS_QE_FLOW_UPDATE;
+                e.flow = tas_flow_id(w->shm->worker_id, i - 1);
+                e.gen = f->gen;
+                e.u.update.rx_bytes = f->rx_notify;
+                e.u.update.tx_acked = f->tx_notify;
+                e.flags = fin ? TAS_QF_FIN : 0;
+                if (fp_app_notify(w, c, &e) != 0) {
+                    w->st->app_ring_full++;
+                    break;
+                }
                 f->rx_notify = f->tx_notify = 0;
                 p->fin_reported |= fin;
-            } else {
-                w->st->app_ring_full++;
-                fp_flow_notify_schedule(t, i - 1);
             }
+            fp_flow_notify_pop(t, c);
         }
-        if (i == stop)
-            break;
     }
 }

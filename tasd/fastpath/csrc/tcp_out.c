@@ -66,10 +66,8 @@ int fp_tcp_output(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_t le
         }
         olen = 12;
     }
-    if ((f->opts & TAS_OPT_SACK) && f->ooo_n) {
-        uint32_t nblk = f->ooo_n, room = (40 - olen - 4) / 8;
-        if (nblk > room)
-            nblk = room;
+    uint32_t nblk = tcp_sack_blocks(f);
+    if (nblk) {
         opt[olen] = TCPOPT_NOP;
         opt[olen + 1] = TCPOPT_NOP;
         opt[olen + 2] = TCPOPT_SACK;
@@ -84,9 +82,10 @@ int fp_tcp_output(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_t le
         }
     }
     uint32_t thlen = 20 + olen, tot = 20 + thlen + len;
-    if (ETH_HLEN_ + tot > b->cap || ETH_HLEN_ + tot > w->ifc.max_frame) {
+    if (ETH_HLEN_ + tot > b->cap || ETH_HLEN_ + tot > w->ifc.max_frame) { /* a caller's bug: tcp_seg_mss */
         b->len = 0;
         fp_dev_release(w->dev, b, 1);
+        w->st->tx_errors++;
         return -1;
     }
 
@@ -263,7 +262,7 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
         p->need_ack = 0;
         return;
     }
-    uint32_t mss = tcp_eff_mss(f);
+    uint32_t mss = tcp_seg_mss(f);
     uint32_t cwnd = f->cwnd, cap = t->ctl[index].cwnd_cap;
     if (cap && cap < cwnd)
         cwnd = cap;
@@ -307,7 +306,11 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
         if (f->fl & TAS_FL_RECOVERY)
             flight = flight > sacked_bytes(f) ? flight - sacked_bytes(f) : 0;
         uint32_t wnd = f->snd_wnd < cwnd ? f->snd_wnd : cwnd;
-        int fin_due = (f->fl & TAS_FL_FIN_QUEUED) && unsent == 0 && f->snd_nxt == f->snd_una + f->tx_data;
+        /* the FIN goes right after the data: the first time, or again after
+         * a timeout rewound snd_nxt to it */
+        int fin_due = (f->fl & TAS_FL_FIN_QUEUED) && unsent == 0 &&
+                      ((f->fl & TAS_FL_FIN_SENT) ? f->snd_nxt == f->fin_seq
+                                                 : f->snd_nxt == f->snd_una + f->tx_data);
         if (unsent == 0 && !fin_due)
             break;
         if (unsent == 0) { /* a FIN alone needs no window */

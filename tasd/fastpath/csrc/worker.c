@@ -32,7 +32,8 @@
 #include "wire.h"
 #include "worker.h"
 
-#define SLEEP_MAX_MS 100 /* wake at least this often to refresh the heartbeat */
+#define SLEEP_MAX_MS 100  /* wake at least this often to refresh the heartbeat */
+#define FP_RX_BUDGET 512  /* frames received per iteration at most */
 
 static volatile sig_atomic_t stop_signal;
 
@@ -268,13 +269,20 @@ static void rx_frame(struct fp_worker *w, struct fp_buf *b)
     fp_dev_release(w->dev, b, 1);
 }
 
+/* Received frames, in batches, up to a budget: the device's ring must not
+ * fill while the iteration's transmissions (whose kicks can take long on a
+ * veth, which runs the peer's receive path) are under way. */
 static unsigned poll_rx(struct fp_worker *w)
 {
     struct fp_buf rx[FP_BATCH];
-    unsigned n = fp_dev_rx(w->dev, rx, FP_BATCH);
-    for (unsigned i = 0; i < n; i++)
-        rx_frame(w, &rx[i]);
-    return n;
+    unsigned total = 0, n;
+    do {
+        n = fp_dev_rx(w->dev, rx, FP_BATCH);
+        for (unsigned i = 0; i < n; i++)
+            rx_frame(w, &rx[i]);
+        total += n;
+    } while (n == FP_BATCH && total < FP_RX_BUDGET);
+    return total;
 }
 
 /* ---- messages from the slowpath ----------------------------------------------------- */
@@ -434,6 +442,10 @@ unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns)
     fp_app_wake(w);
     flush_events(w);
     w->st->polls++;
+    if (now_ns - w->last_counters_ns > 100000000u && w->dev->ops->counters) {
+        w->dev->ops->counters(w->dev, w->st);
+        w->last_counters_ns = now_ns;
+    }
     __atomic_store_n(&w->shm->heartbeat_ns, now_ns, __ATOMIC_RELAXED);
     if (work)
         w->last_work_ns = now_ns;

@@ -29,6 +29,7 @@ struct fp_appctx {
     struct tas_ring_cursor app2fp;   /* we consume */
     struct tas_ring_cursor fp2app;   /* we produce */
     uint32_t published;              /* entries published since the last wake check */
+    uint32_t notify_head, notify_tail; /* flows with news for this context (index + 1) */
     struct fp_appctx *next_active;
 };
 
@@ -54,6 +55,7 @@ struct fp_worker {
     int doorbell_efd;                /* apps ring it after writing an app2fp ring */
     uint64_t now;                    /* CLOCK_MONOTONIC ns of this iteration */
     uint64_t last_work_ns;
+    uint64_t last_counters_ns;       /* when the device's counters were last read */
     int dev_failed;                  /* poll() reported an error on the device */
     /* frames built this iteration, sent as one batch */
     struct fp_buf txq[FP_TXQ];

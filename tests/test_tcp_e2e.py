@@ -1,0 +1,234 @@
+"""TCP end to end on the testbed: applications on tasd (tools/tasnc.py, on
+libtas) against the Linux kernel's TCP in the other namespace
+(tools/linux_peer.py), both directions."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+GIB = 1 << 30
+PY = sys.executable
+
+
+def lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def wait_line(proc: subprocess.Popen, key: str, timeout: float = 20) -> dict:
+    """Read JSON lines from proc until one has key."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("{") and key in (d := json.loads(line)):
+            return d
+    raise AssertionError(f"no {key!r} line from {proc.args}")
+
+
+@pytest.fixture
+def tasd(make_testbed):
+    """A testbed with tasd on it, ready for apps."""
+    tb = make_testbed()
+    t = tb.start_tasd().wait_ready()
+    t.tb = tb
+    return t
+
+
+def tasd_server(t, *args) -> subprocess.Popen:
+    p = t.app(PY, "-m", "tools.tasnc", "listen", *map(str, args), stdout=subprocess.PIPE, text=True)
+    wait_line(p, "listening")
+    return p
+
+
+def linux(tb, *args, timeout=300) -> list[dict]:
+    r = tb.run(tb.ns_peer, PY, "-m", "tools.linux_peer", *map(str, args), timeout=timeout, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return lines(r.stdout)
+
+
+def linux_server(tb, *args) -> subprocess.Popen:
+    p = tb.popen(tb.ns_peer, PY, "-m", "tools.linux_peer", *map(str, args), stdout=subprocess.PIPE, text=True)
+    wait_line(p, "listening")
+    return p
+
+
+def tasd_client(t, *args, timeout=300) -> list[dict]:
+    r = t.run_app(PY, "-m", "tools.tasnc", "connect", *map(str, args), timeout=timeout, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return lines(r.stdout)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> list[dict]:
+    out, _ = proc.communicate(timeout=timeout)
+    return lines(out)
+
+
+def tcp_stats(t) -> dict:
+    return t.ctl("stats")["slowpath"]["tcp"]
+
+
+# ---- bulk both ways ------------------------------------------------------------------
+
+def test_linux_client_sends_1gib_to_server_on_tasd(tasd):
+    srv = tasd_server(tasd, 7000, "--count", 1)
+    (c,) = linux(tasd.tb, "source", tasd.tb.tasd_ip, 7000, GIB)
+    (s,) = finish(srv)
+    assert c["end"] == "fin" and c["tx_bytes"] == GIB
+    assert s["rx_bytes"] == GIB and s["rx_sha256"] == c["tx_sha256"] and s["fin"]
+
+
+def test_client_on_tasd_sends_1gib_to_linux_server(tasd):
+    tb = tasd.tb
+    srv = linux_server(tb, "sink", 7001)
+    (c,) = tasd_client(tasd, tb.peer_ip, 7001, "--send", GIB)
+    (s,) = finish(srv)
+    assert c["tx_bytes"] == GIB and c["error"] is None
+    assert s["rx_bytes"] == GIB and s["rx_sha256"] == c["tx_sha256"]
+
+
+def test_server_on_tasd_sends_1gib_to_linux_client(tasd):
+    srv = tasd_server(tasd, 7002, "--send", GIB, "--count", 1)
+    (c,) = linux(tasd.tb, "source", tasd.tb.tasd_ip, 7002, 0)
+    (s,) = finish(srv)
+    assert s["tx_bytes"] == GIB and c["rx_bytes"] == GIB and c["rx_sha256"] == s["tx_sha256"]
+
+
+def test_linux_server_sends_1gib_to_client_on_tasd(tasd):
+    tb = tasd.tb
+    srv = linux_server(tb, "sink", 7003, "--reply", GIB)
+    (c,) = tasd_client(tasd, tb.peer_ip, 7003)
+    (s,) = finish(srv)
+    assert s["tx_bytes"] == GIB and c["rx_bytes"] == GIB and c["rx_sha256"] == s["tx_sha256"]
+
+
+# ---- half-close, abort, TIME_WAIT ------------------------------------------------------------
+
+def test_half_close_server_on_tasd_echoes_after_client_fin(tasd):
+    """The Linux client shuts down writing first; tasd's side keeps sending."""
+    srv = tasd_server(tasd, 7010, "--echo", "--count", 1)
+    (c,) = linux(tasd.tb, "source", tasd.tb.tasd_ip, 7010, 3_000_000)
+    (s,) = finish(srv)
+    assert c["end"] == "fin" and c["rx_bytes"] == 3_000_000 and c["rx_sha256"] == c["tx_sha256"]
+    assert s["fin"] and s["tx_bytes"] == 3_000_000
+
+
+def test_half_close_client_on_tasd_reads_after_its_fin(tasd):
+    tb = tasd.tb
+    srv = linux_server(tb, "sink", 7011, "--reply", 2_000_000)
+    (c,) = tasd_client(tasd, tb.peer_ip, 7011, "--send", 1_000_000)
+    (s,) = finish(srv)
+    assert s["rx_bytes"] == 1_000_000 and s["rx_sha256"] == c["tx_sha256"]
+    assert c["rx_bytes"] == 2_000_000 and c["rx_sha256"] == s["tx_sha256"] and c["fin"]
+
+
+def test_abort_on_tasd_seen_as_reset_by_linux(tasd):
+    srv = tasd_server(tasd, 7020, "--abort", "--count", 1)
+    (c,) = linux(tasd.tb, "source", tasd.tb.tasd_ip, 7020, 100_000)
+    assert c["end"] == "reset"
+    srv.kill()
+
+
+def test_abort_by_linux_seen_as_reset_on_tasd(tasd):
+    srv = tasd_server(tasd, 7021, "--count", 1)
+    linux(tasd.tb, "source", tasd.tb.tasd_ip, 7021, 10_000, "--linger0")
+    (s,) = finish(srv)
+    assert s["error"] == os.strerror(104)  # ECONNRESET
+
+
+def peer_time_wait(tb) -> int:
+    out = tb.run(tb.ns_peer, "ss", "-tanH", "state", "time-wait").stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_time_wait_on_tasd_when_it_closes_first(tasd):
+    """The server on tasd sends and closes first: TIME_WAIT is tasd's."""
+    srv = tasd_server(tasd, 7030, "--send", 1000, "--count", 1)
+    linux(tasd.tb, "source", tasd.tb.tasd_ip, 7030, 0, "--wait-eof")
+    finish(srv)
+    assert tcp_stats(tasd)["tcp_time_wait_now"] == 1
+    assert peer_time_wait(tasd.tb) == 0
+
+
+def test_time_wait_on_linux_when_it_closes_first(tasd):
+    tb = tasd.tb
+    srv = tasd_server(tasd, 7031, "--echo", "--count", 1)
+    linux(tb, "source", tb.tasd_ip, 7031, 1000)
+    finish(srv)
+    assert peer_time_wait(tb) == 1
+    assert tcp_stats(tasd)["tcp_time_wait_now"] == 0
+
+
+# ---- many connections -----------------------------------------------------------------------
+
+TAS_ECHO = os.path.join(os.path.dirname(__import__("tasd").__file__), "lib", "tas-echo")
+
+
+@pytest.mark.parametrize("cores", [[0], [0, 1]])
+def test_1000_connections_echo_1mb_each(make_testbed, cores):
+    """tas-echo (C, on libtas) serves 1,000 Linux clients at once."""
+    tb = make_testbed()
+    t = tb.start_tasd(cores=cores, app={"max_connections": 2048}).wait_ready()
+    srv = t.app(TAS_ECHO, "7040", stdout=subprocess.PIPE, text=True)
+    wait_line(srv, "listening")
+    (r,) = linux(tb, "echo-clients", tb.tasd_ip, 7040, "--conns", 1000, "--bytes", 1 << 20, timeout=600)
+    assert r["ok"] == 1000, r
+    if len(cores) == 2:
+        per_worker = [w["tcp_rx_segs"] for w in t.ctl("stats")["workers"]]
+        assert min(per_worker) > 0.3 * sum(per_worker), per_worker
+    srv.kill()
+
+
+# ---- Linux peers without options --------------------------------------------------------------
+
+@pytest.mark.parametrize("sysctl", ["net.ipv4.tcp_timestamps=0", "net.ipv4.tcp_window_scaling=0",
+                                    "net.ipv4.tcp_sack=0"])
+def test_linux_peer_without_option_interoperates(tasd, sysctl):
+    tb = tasd.tb
+    tb.run(tb.ns_peer, "sysctl", "-q", "-w", sysctl)
+    srv = tasd_server(tasd, 7050, "--echo", "--count", 1)
+    (c,) = linux(tb, "source", tb.tasd_ip, 7050, 20_000_000)
+    finish(srv)
+    assert c["rx_bytes"] == 20_000_000 and c["rx_sha256"] == c["tx_sha256"]
+    sink = linux_server(tb, "sink", 7051)
+    (cc,) = tasd_client(tasd, tb.peer_ip, 7051, "--send", 20_000_000)
+    (s,) = finish(sink)
+    assert s["rx_sha256"] == cc["tx_sha256"]
+
+
+# ---- an app killed with connections open ---------------------------------------------------
+
+def test_app_killed_resets_its_connections_and_returns_memory(tasd):
+    tb = tasd.tb
+    srv = tasd_server(tasd, 7060)
+    hold = tb.popen(tb.ns_peer, PY, "-m", "tools.linux_peer", "hold", tb.tasd_ip, 7060, "--count", 100,
+                    stdout=subprocess.PIPE, text=True)
+    wait_line(hold, "connected")
+    deadline = time.monotonic() + 10
+    while tasd.ctl("stats")["slowpath"]["tcp"]["flows_installed"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    apps = tasd.ctl("apps")["apps"]
+    assert len(apps) == 1 and apps[0]["connections"] == 100
+    mem_before = tasd.ctl("stats")["slowpath"]["apps"]["memory_bytes"]
+    assert mem_before > 0
+    srv.send_signal(signal.SIGKILL)
+    srv.wait()
+    (ends,) = finish(hold)
+    assert ends["ends"] == {"reset": 100}
+    st = tasd.ctl("stats")["slowpath"]
+    assert st["apps"]["registered_now"] == 0 and st["apps"]["memory_bytes"] == 0
+    deadline = time.monotonic() + 5
+    while tasd.ctl("stats")["slowpath"]["tcp"]["flows_installed"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tasd.ctl("stats")["slowpath"]["tcp"]["flows_installed"] == 0
+    # a new app registers and works
+    srv2 = tasd_server(tasd, 7061, "--echo", "--count", 1)
+    (c,) = linux(tb, "source", tb.tasd_ip, 7061, 100_000)
+    assert c["rx_sha256"] == c["tx_sha256"]
+    finish(srv2)
