@@ -452,3 +452,31 @@ def test_established_holes_while_sending_segments_shrink_for_sack_blocks(est):
     assert sum(len(o.payload) for o in out) == 3 * MSS
     assert all(o.seg.option(Sack) for o in out)
     assert est.region.stats()["tx_errors"] == 0
+
+
+def test_established_tail_loss_probe_before_rto(est):
+    """A loss at the tail draws no duplicate ACKs: after two round trips a
+    probe resends the last segment (RFC 8985 7), long before the RTO."""
+    est.app_send(0, bytes(2 * MSS))
+    est.out()
+    est.advance(5)
+    est.rx(est.peer_segment(ack=1001 + MSS))  # an RTT sample of 5 ms; the last segment is lost
+    assert est.flow().srtt_us == 5000
+    est.advance(9)
+    assert est.out() == []
+    est.advance(2)  # PTO: max(2 * srtt, 10 ms) after the ACK
+    (probe,) = est.out()
+    assert probe.seq == SeqNum(1001 + MSS) and len(probe.payload) == MSS
+    assert est.flow().tlps == 1 and est.events() == []  # no RTO event
+    est.advance(20)
+    assert est.out() == []  # one probe only
+
+
+def test_established_limited_transmit_on_first_dupacks(rig):
+    rig.add_flow(sack=False)
+    rig.app_send(0, bytes(12 * MSS))
+    assert len([o for o in rig.out() if o.payload]) == 10  # initial window
+    out = rig.rx(rig.peer_segment(ack=1001))  # dupack 1: one new segment beyond cwnd
+    assert [int(o.seq) for o in out if o.payload] == [1001 + 10 * MSS]
+    out = rig.rx(rig.peer_segment(ack=1001))  # dupack 2: one more
+    assert [int(o.seq) for o in out if o.payload] == [1001 + 11 * MSS]

@@ -38,11 +38,18 @@ def send_bytes(sock: socket.socket, n: int, h) -> int:
     return sent
 
 
+MAX_GAP = [0.0]  # longest wait between two arrivals of data, for the report
+
+
 def recv_all(sock: socket.socket, h) -> tuple[int, str | None]:
-    n = 0
+    n, last = 0, None
     try:
         while True:
             d = sock.recv(1 << 20)
+            now = time.monotonic()
+            if last is not None:
+                MAX_GAP[0] = max(MAX_GAP[0], now - last)
+            last = now
             if not d:
                 return n, None
             h.update(d)
@@ -61,7 +68,8 @@ def cmd_sink(args) -> int:
         c.settimeout(120)
         h = hashlib.sha256()
         n, end = recv_all(c, h)
-        out = {"peer": list(peer), "rx_bytes": n, "rx_sha256": h.hexdigest(), "end": end or "fin"}
+        out = {"peer": list(peer), "rx_bytes": n, "rx_sha256": h.hexdigest(), "end": end or "fin",
+               "max_gap": round(MAX_GAP[0], 3)}
         if args.reply and end is None:
             th = hashlib.sha256()
             out["tx_bytes"] = send_bytes(c, args.reply, th)

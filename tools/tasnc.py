@@ -39,6 +39,8 @@ class Stream:
         self.error = 0
         self.shut = False
         self.started = time.monotonic()
+        self.last_rx = None
+        self.max_gap = 0.0          # longest wait between two arrivals of data
 
     def pump(self) -> None:
         try:
@@ -56,6 +58,10 @@ class Stream:
                 if data == b"":
                     self.fin = True
                 break
+            now = time.monotonic()
+            if self.last_rx is not None:
+                self.max_gap = max(self.max_gap, now - self.last_rx)
+            self.last_rx = now
             self.rx.update(data)
             self.rx_bytes += len(data)
             if self.mode == "echo":
@@ -82,7 +88,7 @@ class Stream:
 
     def report(self) -> dict:
         return {"rx_bytes": self.rx_bytes, "rx_sha256": self.rx.hexdigest(), "tx_bytes": self.tx_bytes,
-                "tx_sha256": self.tx.hexdigest(), "fin": self.fin, "error": os.strerror(self.error) if self.error
+                "tx_sha256": self.tx.hexdigest(), "fin": self.fin, "max_gap": round(self.max_gap, 3), "error": os.strerror(self.error) if self.error
                 else None, "seconds": round(time.monotonic() - self.started, 3)}
 
 

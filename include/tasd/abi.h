@@ -279,6 +279,7 @@ enum tas_flow_flag {
     TAS_FL_TIMING = 256,        /* an RTT measurement runs on rtt_seq */
     TAS_FL_RTO_WAIT = 512,      /* the RTO fired: waiting for the slowpath's decision */
     TAS_FL_BACKOFF = 1024,      /* retransmitting after a timeout until new data is acknowledged */
+    TAS_FL_TLP_SENT = 2048,     /* a tail loss probe is out (RFC 8985 7) */
 };
 
 #define TAS_OOO_MAX 8
@@ -339,6 +340,8 @@ struct tas_flow {
     uint32_t sack_end[TAS_SACK_MAX];
     uint32_t sack_n;
     uint32_t rexmit_next;    /* next hole to retransmit in recovery */
+    uint32_t una_mark;       /* snd_max when the segment at snd_una was last retransmitted */
+    uint32_t _pad2;
     uint32_t fin_seq;
     uint32_t fl;             /* enum tas_flow_flag */
     /* round trip and timers */
@@ -351,6 +354,7 @@ struct tas_flow {
     uint64_t rto_at;         /* CLOCK_MONOTONIC deadlines in ns, 0 when not armed */
     uint64_t delack_at;
     uint64_t persist_at;
+    uint64_t tlp_at;         /* tail loss probe (RFC 8985 7) */
     uint64_t last_rx_ns;
     uint64_t last_tx_ns;
     /* counters */
@@ -360,6 +364,7 @@ struct tas_flow {
     uint64_t tx_segs;
     uint64_t retx_segs;
     uint64_t fast_retx;
+    uint64_t tlps;           /* tail loss probes sent */
     uint64_t rtos;
     uint64_t ooo_segs;
     uint64_t ooo_drops;      /* out-of-order segments dropped: no interval left to record them */

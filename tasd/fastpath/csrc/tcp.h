@@ -103,6 +103,8 @@ int fp_tcp_output(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_t le
 void fp_tcp_send_ack(struct fp_worker *w, uint32_t index);
 void fp_tcp_send_probe(struct fp_worker *w, uint32_t index);
 void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index);
+void fp_tcp_arm_tlp(struct fp_worker *w, uint32_t index);
+void fp_tcp_send_tlp(struct fp_worker *w, uint32_t index);
 uint32_t fp_tcp_window(struct tas_flow *f);
 
 /* tcp_in.c helpers used elsewhere */
@@ -132,6 +134,15 @@ static inline uint32_t tcp_data_in_flight(const struct tas_flow *f)
     uint32_t n = f->snd_nxt - f->snd_una;
     if ((f->fl & TAS_FL_FIN_SENT) && seq_gt(f->snd_nxt, f->fin_seq) && n > 0)
         n--;
+    return n;
+}
+
+/* Bytes the peer's SACK blocks say it has above snd_una. */
+static inline uint32_t tcp_sacked_bytes(const struct tas_flow *f)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < f->sack_n; i++)
+        n += f->sack_end[i] - f->sack_start[i];
     return n;
 }
 

@@ -183,8 +183,9 @@ int fp_tcp_flow_retransmit(struct fp_worker *w, const struct tas_flow_cmd *c)
      * snd_una, one segment of window (RFC 5681 3.1) */
     f->rtos++;
     f->rto_us = c->timeout_us;
-    f->fl &= ~(uint32_t)TAS_FL_RTO_WAIT; /* decided: the next expiry is reported again */
+    f->fl &= ~(uint32_t)(TAS_FL_RTO_WAIT | TAS_FL_TLP_SENT); /* decided: the next expiry is reported again */
     f->fl |= TAS_FL_BACKOFF;
+    f->tlp_at = 0;
     fp_cc_newreno.on_rto(f);
     f->fl &= ~(uint32_t)(TAS_FL_RECOVERY | TAS_FL_TIMING);
     f->dupacks = 0;
@@ -404,15 +405,13 @@ static void sack_prune(struct tas_flow *f)
  * IsLost with DupThresh = 3). */
 static int sack_says_lost(const struct tas_flow *f)
 {
-    uint32_t b = 0;
-    for (uint32_t i = 0; i < f->sack_n; i++)
-        b += f->sack_end[i] - f->sack_start[i];
-    return b >= DUPACK_THRESHOLD * (uint32_t)tcp_eff_mss(f);
+    return tcp_sacked_bytes(f) >= DUPACK_THRESHOLD * (uint32_t)tcp_eff_mss(f);
 }
 
 static void fast_retransmit(struct fp_worker *w, uint32_t index)
 {
     struct tas_flow *f = &w->tcp->flows[index];
+    f->tlp_at = 0;
     fp_cc_newreno.on_loss(f);
     f->fl |= TAS_FL_RECOVERY;
     f->fl &= ~(uint32_t)TAS_FL_TIMING; /* Karn */
@@ -426,9 +425,45 @@ static void fast_retransmit(struct fp_worker *w, uint32_t index)
         len = flight;
     if (len || ((f->fl & TAS_FL_FIN_SENT) && f->snd_una == f->fin_seq)) {
         uint8_t fl = (f->fl & TAS_FL_FIN_SENT) && f->snd_una + len == f->fin_seq ? TCP_FIN : 0;
-        if (fp_tcp_output(w, index, f->snd_una, len, fl, 1) == 0)
+        if (fp_tcp_output(w, index, f->snd_una, len, fl, 1) == 0) {
             f->rexmit_next = f->snd_una + len;
+            f->una_mark = f->snd_max;
+        }
     }
+}
+
+/* Is the segment at snd_una lost, judged by what was sent after it was
+ * last sent (the idea of RACK, RFC 8985)?  una_mark is a sequence number
+ * such that everything from it on left after the head did: the peer SACKing
+ * enough of that (DupThresh segments; one after a tail loss probe, which
+ * went out two round trips later) means the head is not coming.  This
+ * catches lost retransmissions and losses a probe reveals, which the
+ * duplicate-ACK count alone leaves to the RTO. */
+static int head_lost(const struct tas_flow *f)
+{
+    if (!f->sack_n || !seq_ge(f->una_mark, f->snd_una))
+        return 0;
+    uint32_t above = 0;
+    for (uint32_t i = 0; i < f->sack_n; i++)
+        if (seq_gt(f->sack_end[i], f->una_mark))
+            above += f->sack_end[i] - seq_max(f->sack_start[i], f->una_mark);
+    uint32_t need = (f->fl & TAS_FL_TLP_SENT) ? 1 : DUPACK_THRESHOLD * tcp_eff_mss(f);
+    return above >= need;
+}
+
+static void retransmit_head(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    uint32_t flight = tcp_data_in_flight(f), mss = tcp_seg_mss(f);
+    uint32_t len = flight < mss ? flight : mss;
+    uint32_t end = f->sack_n ? seq_min(f->snd_una + len, f->snd_max) : f->snd_una + len;
+    for (uint32_t i = 0; i < f->sack_n; i++) /* not into SACKed data */
+        if (seq_gt(f->sack_start[i], f->snd_una) && seq_lt(f->sack_start[i], end))
+            end = f->sack_start[i];
+    if (end == f->snd_una)
+        return;
+    if (fp_tcp_output(w, index, f->snd_una, end - f->snd_una, 0, 1) == 0)
+        f->una_mark = f->snd_max;
 }
 
 /* ACK processing (RFC 9293 3.10.7.4 fifth, RFC 5681/6582, RFC 6675). */
@@ -439,8 +474,10 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
     struct fp_flow_priv *p = &t->priv[index];
     uint32_t ack = s->ack;
 
+    uint32_t sacked_before = tcp_sacked_bytes(f);
     if ((f->opts & TAS_OPT_SACK) && s->nsack)
         sack_update(f, s);
+    int new_sack = tcp_sacked_bytes(f) > sacked_before;
 
     if (seq_gt(ack, f->snd_una)) {
         uint32_t acked = ack - f->snd_una;
@@ -465,7 +502,13 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
             if (seq_ge(ack, f->recover)) {
                 f->fl &= ~(uint32_t)TAS_FL_RECOVERY;
                 fp_cc_newreno.on_recovery_exit(f);
-            } else if (!(f->opts & TAS_OPT_SACK) || f->sack_n == 0) {
+            } else if (f->sack_n) {
+                /* SACK recovery, partial ACK: a new head, lost if enough is
+                 * SACKed above it; the hole loop in tcp_out.c does the rest */
+                f->una_mark = f->snd_una;
+                if (head_lost(f))
+                    retransmit_head(w, index);
+            } else {
                 /* NewReno partial ACK (RFC 6582 3.2): resend the next hole */
                 uint32_t len = tcp_data_in_flight(f) < tcp_seg_mss(f) ? tcp_data_in_flight(f) : tcp_seg_mss(f);
                 if (len)
@@ -482,6 +525,8 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
                 p->ecn_recover = f->snd_una;
         }
         f->dupacks = 0;
+        f->fl &= ~(uint32_t)TAS_FL_TLP_SENT;
+        f->tlp_at = 0;
         if (f->snd_una == f->snd_max)
             f->rto_at = 0;
         else if (!(f->fl & TAS_FL_RTO_WAIT))
@@ -491,6 +536,7 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
             f->rto_at = f->snd_una == f->snd_max ? 0 : w->now + (uint64_t)f->rto_us * 1000;
             fp_tcp_event(w, index, TAS_FEV_ACK_PROGRESS);
         }
+        fp_tcp_arm_tlp(w, index);
         if ((f->fl & TAS_FL_FIN_SENT) && !(f->fl & TAS_FL_FIN_ACKED) && seq_gt(ack, f->fin_seq)) {
             f->fl |= TAS_FL_FIN_ACKED;
             fp_tcp_event(w, index, TAS_FEV_FIN_ACKED);
@@ -500,16 +546,24 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
             fp_flow_notify_schedule(t, index);
         fp_flow_tx_schedule(t, index);
     } else if (ack == f->snd_una && seglen == 0 && f->snd_una != f->snd_max &&
-               (s->wnd << f->snd_wscale) == f->snd_wnd) {
-        /* a duplicate ACK (RFC 5681 2) */
+               ((s->wnd << f->snd_wscale) == f->snd_wnd || new_sack)) {
+        /* A duplicate ACK (RFC 5681 2) -- or, with SACK, any ACK that reports
+         * newly received data (RFC 6675 2: the window field may move, as a
+         * Linux receiver's does while it grows its buffer). */
         f->dupacks++;
+        int sack = (f->opts & TAS_OPT_SACK) != 0;
         if (!(f->fl & TAS_FL_RECOVERY) &&
-            (f->dupacks == DUPACK_THRESHOLD || ((f->opts & TAS_OPT_SACK) && sack_says_lost(f))) &&
-            seq_ge(f->snd_una, f->recover) /* RFC 6582 3.2 step 1 */) {
+            (f->dupacks >= DUPACK_THRESHOLD || (sack && (sack_says_lost(f) || head_lost(f)))) &&
+            (sack || seq_ge(f->snd_una, f->recover)) /* RFC 6582 3.2 step 1, without SACK */) {
             fast_retransmit(w, index);
+        } else if (sack && (f->fl & TAS_FL_RECOVERY) && head_lost(f)) {
+            f->fast_retx++;
+            retransmit_head(w, index);
         } else if (f->fl & TAS_FL_RECOVERY) {
             f->cwnd += tcp_eff_mss(f); /* inflation: a segment left the network */
             fp_flow_tx_schedule(t, index);
+        } else if (f->dupacks < DUPACK_THRESHOLD) {
+            fp_flow_tx_schedule(t, index); /* limited transmit (tcp_out.c) */
         }
     }
 
@@ -811,6 +865,11 @@ static void on_timers(struct fp_worker *w, uint32_t index)
             f->fl |= TAS_FL_RTO_WAIT; /* the slowpath decides: FLOW_RETRANSMIT or removal */
             fp_tcp_event(w, index, TAS_FEV_RTO);
         }
+    }
+    if (f->tlp_at && f->tlp_at <= now) {
+        f->tlp_at = 0;
+        if (f->snd_una != f->snd_max && !(f->fl & (TAS_FL_RECOVERY | TAS_FL_TLP_SENT | TAS_FL_RTO_WAIT)))
+            fp_tcp_send_tlp(w, index);
     }
     if (f->persist_at && f->persist_at <= now) {
         f->persist_at = 0;

@@ -183,6 +183,23 @@ static void arm_rto(struct fp_worker *w, uint32_t index)
     }
 }
 
+/* The tail loss probe timer (RFC 8985 7.2): two round trips after the last
+ * new data, while nothing else will tell us about a loss at the tail. */
+void fp_tcp_arm_tlp(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    if (!f->srtt_us || (f->fl & (TAS_FL_RECOVERY | TAS_FL_TLP_SENT | TAS_FL_RTO_WAIT | TAS_FL_BACKOFF)) ||
+        f->snd_una == f->snd_max)
+        return;
+    uint64_t pto_us = 2ull * f->srtt_us;
+    if (pto_us < 10000)
+        pto_us = 10000;
+    if (pto_us >= f->rto_us)
+        return; /* the RTO comes first anyway */
+    f->tlp_at = w->now + pto_us * 1000;
+    fp_flow_timer_update(w->tcp, index);
+}
+
 /* Send [seq, seq+len) of the TX buffer (and the FIN if it ends there). */
 static int send_range(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_t len, int retx)
 {
@@ -203,6 +220,8 @@ static int send_range(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_
         }
         len++;
     }
+    if (retx && seq == f->snd_una)
+        f->una_mark = f->snd_max; /* see head_retx_lost() */
     uint32_t end = seq + len;
     if (seq_gt(end, f->snd_nxt))
         f->snd_nxt = end;
@@ -214,6 +233,8 @@ static int send_range(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_
         f->rtt_start_ns = w->now;
     }
     arm_rto(w, index);
+    if (!retx)
+        fp_tcp_arm_tlp(w, index);
     return 0;
 }
 
@@ -237,20 +258,36 @@ static uint32_t next_sacked(const struct tas_flow *f, uint32_t seq, uint32_t lim
     return best;
 }
 
-static uint32_t sacked_bytes(const struct tas_flow *f)
-{
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < f->sack_n; i++)
-        n += f->sack_end[i] - f->sack_start[i];
-    return n;
-}
-
 static uint32_t highest_sacked(const struct tas_flow *f)
 {
     uint32_t h = f->snd_una;
     for (uint32_t i = 0; i < f->sack_n; i++)
         h = seq_max(h, f->sack_end[i]);
     return h;
+}
+
+/* A tail loss probe: new data if the windows allow, else the last segment
+ * again, to draw an ACK with SACK blocks that starts recovery. */
+void fp_tcp_send_tlp(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    uint32_t mss = tcp_seg_mss(f), unsent = tcp_unsent(f);
+    f->fl |= TAS_FL_TLP_SENT;
+    f->tlps++;
+    if (unsent && f->snd_wnd > f->snd_nxt - f->snd_una) {
+        f->una_mark = f->snd_nxt; /* the probe left after the head: see head_lost() */
+        send_range(w, index, f->snd_nxt, unsent < mss ? unsent : mss, 0);
+        return;
+    }
+    uint32_t flight = tcp_data_in_flight(f);
+    uint32_t len = flight < mss ? flight : mss;
+    uint32_t end = f->snd_una + flight;
+    if (len && end - len != f->snd_una)
+        f->una_mark = end - len;
+    if (len)
+        send_range(w, index, end - len, len, 1);
+    else if ((f->fl & TAS_FL_FIN_SENT) && !(f->fl & TAS_FL_FIN_ACKED))
+        send_range(w, index, f->fin_seq, 0, 1); /* only the FIN is out */
 }
 
 void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
@@ -264,6 +301,10 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
     }
     uint32_t mss = tcp_seg_mss(f);
     uint32_t cwnd = f->cwnd, cap = t->ctl[index].cwnd_cap;
+    /* Limited transmit (RFC 3042): a new segment for each of the first two
+     * duplicate ACKs, to make the third one come */
+    if (!(f->fl & TAS_FL_RECOVERY) && f->dupacks > 0 && f->dupacks < 3)
+        cwnd += f->dupacks * mss;
     if (cap && cap < cwnd)
         cwnd = cap;
     int sent = 0;
@@ -275,7 +316,7 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
         if (seq_lt(f->rexmit_next, f->snd_una))
             f->rexmit_next = f->snd_una;
         while (seq_lt(f->rexmit_next, high)) {
-            uint32_t pipe = (f->snd_max - f->snd_una) - sacked_bytes(f);
+            uint32_t pipe = (f->snd_max - f->snd_una) - tcp_sacked_bytes(f);
             if (pipe >= cwnd && sent)
                 break;
             uint32_t s = sacked_until(f, f->rexmit_next);
@@ -304,7 +345,7 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
         uint32_t unsent = tcp_unsent(f);
         uint32_t flight = f->snd_nxt - f->snd_una;
         if (f->fl & TAS_FL_RECOVERY)
-            flight = flight > sacked_bytes(f) ? flight - sacked_bytes(f) : 0;
+            flight = flight > tcp_sacked_bytes(f) ? flight - tcp_sacked_bytes(f) : 0;
         uint32_t wnd = f->snd_wnd < cwnd ? f->snd_wnd : cwnd;
         /* the FIN goes right after the data: the first time, or again after
          * a timeout rewound snd_nxt to it */
