@@ -119,7 +119,7 @@ def test_tcp_to_tasd_without_listener_is_refused(testbed):
             print("refused")
     """)
     assert out.strip() == "refused"
-    assert tasd.ctl("stats")["slowpath"]["tcp_resets"] == 1
+    assert tasd.ctl("stats")["slowpath"]["tcp"]["tcp_resets_sent"] == 1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -348,16 +348,21 @@ def test_dead_or_hung_worker_stops_tasd(testbed):
     assert not xdp_attached(tb)
 
 
-def test_control_socket_in_use(testbed):
-    """A second tasd (on another interface) that names a busy control socket
-    stops with an error and leaves the first one's socket alone."""
+@pytest.mark.parametrize("busy", ["control", "app"])
+def test_socket_in_use(testbed, tmp_path, busy):
+    """A second tasd (on another interface) that names a busy control or app
+    socket stops with an error and leaves the first one's socket alone."""
     tb = testbed
     first = tb.start_tasd().wait_ready()
     tb.run(tb.ns_tasd, "ip", "link", "add", "tbr1", "type", "bridge")
     tb.run(tb.ns_tasd, "ip", "link", "set", "tbr1", "up")
-    line = failed_start(tb, interface="tbr1", address="10.88.0.2/24", arp={"probe": False})
-    assert f"control socket {first.socket} is in use by another tasd" in line
+    other = {"app_socket": str(tmp_path / "app.sock")} if busy == "control" else \
+        {"control_socket": str(tmp_path / "ctl.sock")}
+    line = failed_start(tb, interface="tbr1", address="10.88.0.2/24", arp={"probe": False}, **other)
+    path = first.socket if busy == "control" else first.app_socket
+    assert f"{busy} socket {path} is in use by another tasd" in line
     assert first.ctl("status")["pid"] == first.proc.pid
+    assert Path(first.socket).exists() and Path(first.app_socket).exists()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -457,19 +457,33 @@ def test_established_holes_while_sending_segments_shrink_for_sack_blocks(est):
 def test_established_tail_loss_probe_before_rto(est):
     """A loss at the tail draws no duplicate ACKs: after two round trips a
     probe resends the last segment (RFC 8985 7), long before the RTO."""
-    est.app_send(0, bytes(2 * MSS))
+    est.app_send(0, bytes(4 * MSS))
     est.out()
     est.advance(5)
-    est.rx(est.peer_segment(ack=1001 + MSS))  # an RTT sample of 5 ms; the last segment is lost
+    est.rx(est.peer_segment(ack=1001 + 2 * MSS))  # an RTT sample of 5 ms; the last two segments are lost
     assert est.flow().srtt_us == 5000
     est.advance(9)
     assert est.out() == []
-    est.advance(2)  # PTO: max(2 * srtt, 10 ms) after the ACK
+    est.advance(2)  # PTO: 2 * srtt after the ACK
     (probe,) = est.out()
-    assert probe.seq == SeqNum(1001 + MSS) and len(probe.payload) == MSS
+    assert probe.seq == SeqNum(1001 + 3 * MSS) and len(probe.payload) == MSS
     assert est.flow().tlps == 1 and est.events() == []  # no RTO event
     est.advance(20)
     assert est.out() == []  # one probe only
+
+
+def test_established_tail_loss_probe_one_segment_waits_for_delayed_ack(est):
+    """With one segment out the peer may hold its ACK (Linux: up to 40 ms):
+    the probe waits that much longer."""
+    est.app_send(0, bytes(2 * MSS))
+    est.out()
+    est.advance(5)
+    est.rx(est.peer_segment(ack=1001 + MSS))
+    est.advance(49)
+    assert est.out() == []
+    est.advance(2)  # 2 * srtt + 40 ms
+    (probe,) = est.out()
+    assert probe.seq == SeqNum(1001 + MSS) and est.flow().tlps == 1
 
 
 def test_established_limited_transmit_on_first_dupacks(rig):
@@ -480,3 +494,63 @@ def test_established_limited_transmit_on_first_dupacks(rig):
     assert [int(o.seq) for o in out if o.payload] == [1001 + 10 * MSS]
     out = rig.rx(rig.peer_segment(ack=1001))  # dupack 2: one more
     assert [int(o.seq) for o in out if o.payload] == [1001 + 11 * MSS]
+
+
+def test_established_tail_loss_probe_sends_two_new_segments(est):
+    """With data waiting, the probe is two new segments: a delayed-ACK
+    receiver answers two at once, whether the tail or its ACK was lost."""
+    est.app_send(0, bytes(30 * MSS))
+    assert len([o for o in est.out() if o.payload]) == 10
+    est.advance(5)
+    out = est.rx(est.peer_segment(ack=1001 + MSS))  # srtt 5 ms; slow start opens two more
+    assert [(int(o.seq) - 1001) // MSS for o in out if o.payload] == [10, 11]
+    est.advance(11)  # PTO: 2 * srtt
+    probe = [(int(o.seq) - 1001) // MSS for o in est.out() if o.payload]
+    assert probe == [12, 13] and est.flow().tlps == 1
+
+
+def sack_of(*segs):
+    """SACK blocks for segment index ranges [a, b) of MSS-sized segments from 1001."""
+    return Sack(tuple((SeqNum(1001 + a * MSS), SeqNum(1001 + b * MSS)) for a, b in segs))
+
+
+def sent(out):
+    return [(int(o.seq) - 1001) // MSS for o in out if o.payload]
+
+
+def test_established_sack_recovery_lost_retransmission_found_by_time(est):
+    """RACK (RFC 8985): a retransmission is lost once data sent after it is
+    SACKed and a round trip plus a reordering window have passed -- no need
+    to wait for three segments' worth, which a small window may never send."""
+    est.app_send(0, bytes(30 * MSS))
+    est.out()
+    out = []
+    for k in (2, 3, 4):  # segment 0 lost; limited transmit sends 10 and 11
+        out += est.rx(est.peer_segment(ack=1001, options=(sack_of((1, k)),)))
+    assert sent(out) == [10, 11, 0] and est.flow().fl & lib.TAS_FL_RECOVERY  # fast retransmit
+    out = est.rx(est.peer_segment(ack=1001, options=(sack_of((1, 12)),)))  # the pipe drains: new data
+    assert sent(out)[0] == 12
+    # the retransmission of 0 is lost too; segment 12, sent after it, arrives
+    assert 0 not in sent(est.rx(est.peer_segment(ack=1001, options=(sack_of((1, 13)),))))
+    assert est.flow().lost_rexmits == 0
+    est.advance(3)  # srtt (none yet: 1 ms) + reordering window (1 ms), a timer tick late
+    assert 0 in sent(est.out())
+    assert est.flow().lost_rexmits == 1
+
+
+def test_established_sack_recovery_probe_when_acks_stop(est):
+    """In recovery with everything else SACKed, the ACK of the resent head
+    (or the resend itself) lost: a probe resends it before the RTO."""
+    est.app_send(0, bytes(5 * MSS))
+    est.out()
+    est.advance(5)
+    est.rx(est.peer_segment(ack=1001 + MSS))  # srtt 5 ms
+    out = []
+    for k in (2, 3, 4, 5):  # segment 1 lost, 2-4 SACKed
+        out += est.rx(est.peer_segment(ack=1001 + MSS, options=(sack_of((2, k)),)))
+    assert 1 in sent(out) and est.flow().fl & lib.TAS_FL_RECOVERY
+    est.advance(9)
+    assert sent(est.out()) == []
+    est.advance(3)  # PTO: 2 * srtt, far sooner than the RTO
+    assert sent(est.out()) == [1]
+    assert est.flow().tlps == 1 and est.events() == []

@@ -283,7 +283,8 @@ enum tas_flow_flag {
 };
 
 #define TAS_OOO_MAX 8
-#define TAS_SACK_MAX 4
+#define TAS_SACK_MAX 8
+#define TAS_REXMIT_MAX 8
 
 struct tas_flow {
     /* identity, set at install */
@@ -339,9 +340,16 @@ struct tas_flow {
     uint32_t sack_start[TAS_SACK_MAX]; /* the peer's SACK scoreboard above snd_una */
     uint32_t sack_end[TAS_SACK_MAX];
     uint32_t sack_n;
-    uint32_t rexmit_next;    /* next hole to retransmit in recovery */
-    uint32_t una_mark;       /* snd_max when the segment at snd_una was last retransmitted */
-    uint32_t _pad2;
+    /* ranges resent during this SACK recovery, not yet SACKed nor deemed
+     * lost again; each with snd_max just after it went (see tcp_in.c) */
+    uint32_t rexmit_start[TAS_REXMIT_MAX];
+    uint32_t rexmit_end[TAS_REXMIT_MAX];
+    uint32_t rexmit_at[TAS_REXMIT_MAX];
+    uint32_t rexmit_us[TAS_REXMIT_MAX]; /* when each went, CLOCK_MONOTONIC us (wrapping) */
+    uint32_t rexmit_n;
+    uint32_t rexmit_mark;    /* outside recovery: snd_max after the head was resent, or the probe's seq */
+    uint32_t rack_hi;        /* unSACKed bytes below it are lost: SACKed beyond for a reordering window */
+    uint32_t rack_pend;      /* the highest SACKed byte, seen first at rack_pend_ns, not yet old enough */
     uint32_t fin_seq;
     uint32_t fl;             /* enum tas_flow_flag */
     /* round trip and timers */
@@ -351,10 +359,12 @@ struct tas_flow {
     uint32_t rtt_seq;        /* the timed segment: a sample when snd_una passes it */
     uint32_t _pad1;
     uint64_t rtt_start_ns;
+    uint64_t rack_pend_ns;   /* 0: nothing pending */
     uint64_t rto_at;         /* CLOCK_MONOTONIC deadlines in ns, 0 when not armed */
     uint64_t delack_at;
     uint64_t persist_at;
     uint64_t tlp_at;         /* tail loss probe (RFC 8985 7) */
+    uint64_t rack_at;        /* RACK's reordering timer (RFC 8985 6.2): rack_pend or a resent range is due */
     uint64_t last_rx_ns;
     uint64_t last_tx_ns;
     /* counters */
@@ -365,6 +375,7 @@ struct tas_flow {
     uint64_t retx_segs;
     uint64_t fast_retx;
     uint64_t tlps;           /* tail loss probes sent */
+    uint64_t lost_rexmits;   /* resent ranges lost again (found by SACK) */
     uint64_t rtos;
     uint64_t ooo_segs;
     uint64_t ooo_drops;      /* out-of-order segments dropped: no interval left to record them */

@@ -39,14 +39,19 @@ static uint32_t half_flight(const struct tas_flow *f)
 static void nr_on_loss(struct tas_flow *f)
 {
     f->ssthresh = half_flight(f);
-    f->cwnd = f->ssthresh + 3 * mss_of(f);
+    f->cwnd = f->ssthresh; /* RFC 6675 5 (4.2); tcp_in.c inflates it without SACK */
 }
 
 static void nr_on_recovery_exit(struct tas_flow *f)
 {
-    uint32_t flight = f->snd_max - f->snd_una;
-    /* RFC 6582 3.2 step 3: deflate, without a burst */
-    f->cwnd = flight + mss_of(f) < f->ssthresh ? flight + mss_of(f) : f->ssthresh;
+    if (f->opts & TAS_OPT_SACK) {
+        f->cwnd = f->ssthresh; /* the pipe kept sending in check; nothing to deflate */
+        return;
+    }
+    /* RFC 6582 3.2 step 3 (1): deflate, without a burst */
+    uint32_t flight = f->snd_max - f->snd_una, mss = mss_of(f);
+    uint32_t w = (flight > mss ? flight : mss) + mss;
+    f->cwnd = w < f->ssthresh ? w : f->ssthresh;
 }
 
 static void nr_on_ecn(struct tas_flow *f)

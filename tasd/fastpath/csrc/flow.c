@@ -59,8 +59,8 @@ void fp_flow_hash_remove(struct fp_tcp *t, uint32_t index)
 static uint64_t flow_deadline(const struct tas_flow *f)
 {
     uint64_t d = 0;
-    const uint64_t cand[4] = {f->rto_at, f->delack_at, f->persist_at, f->tlp_at};
-    for (int i = 0; i < 4; i++)
+    const uint64_t cand[] = {f->rto_at, f->delack_at, f->persist_at, f->tlp_at, f->rack_at};
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++)
         if (cand[i] && (d == 0 || cand[i] < d))
             d = cand[i];
     return d;

@@ -105,6 +105,7 @@ void fp_tcp_send_probe(struct fp_worker *w, uint32_t index);
 void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index);
 void fp_tcp_arm_tlp(struct fp_worker *w, uint32_t index);
 void fp_tcp_send_tlp(struct fp_worker *w, uint32_t index);
+void fp_tcp_resend_head(struct fp_worker *w, uint32_t index);
 uint32_t fp_tcp_window(struct tas_flow *f);
 
 /* tcp_in.c helpers used elsewhere */
@@ -146,18 +147,101 @@ static inline uint32_t tcp_sacked_bytes(const struct tas_flow *f)
     return n;
 }
 
-/* App bytes not yet sent. */
-static inline uint32_t tcp_unsent(const struct tas_flow *f)
-{
-    uint32_t inflight = tcp_data_in_flight(f);
-    return f->tx_data > inflight ? f->tx_data - inflight : 0;
-}
-
 /* Payload bytes a segment carries with the options every segment has (the
  * unit of congestion control and ACK counting). */
 static inline uint32_t tcp_eff_mss(const struct tas_flow *f)
 {
     return f->mss - ((f->opts & TAS_OPT_TIMESTAMPS) ? 12 : 0);
+}
+
+#define DUPACK_THRESHOLD 3
+
+/* The highest byte the peer has SACKed, plus one; snd_una if none. */
+static inline uint32_t tcp_sack_high(const struct tas_flow *f)
+{
+    uint32_t h = f->snd_una;
+    for (uint32_t i = 0; i < f->sack_n; i++)
+        h = seq_max(h, f->sack_end[i]);
+    return h;
+}
+
+/* SACKed bytes in [a, b). */
+static inline uint32_t tcp_sacked_in(const struct tas_flow *f, uint32_t a, uint32_t b)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < f->sack_n; i++) {
+        uint32_t l = seq_max(f->sack_start[i], a), r = seq_min(f->sack_end[i], b);
+        if (seq_lt(l, r))
+            n += r - l;
+    }
+    return n;
+}
+
+/* The RFC 6675 IsLost boundary: every unSACKed byte below it has
+ * DupThresh segments' worth of SACKed data above it.  snd_una if none. */
+static inline uint32_t tcp_dupthresh_edge(const struct tas_flow *f)
+{
+    uint32_t need = DUPACK_THRESHOLD * tcp_eff_mss(f), sum = 0, done = 0;
+    for (uint32_t k = 0; k < f->sack_n; k++) { /* blocks from the highest down */
+        uint32_t best = TAS_SACK_MAX;
+        for (uint32_t i = 0; i < f->sack_n; i++)
+            if (!(done & (1u << i)) && (best == TAS_SACK_MAX || seq_gt(f->sack_end[i], f->sack_end[best])))
+                best = i;
+        done |= 1u << best;
+        uint32_t len = f->sack_end[best] - f->sack_start[best];
+        if (sum + len >= need)
+            return f->sack_end[best] - (need - sum);
+        sum += len;
+    }
+    return f->snd_una;
+}
+
+/* The RFC 6675 IsLost boundary, and RACK's (rack_hi, tcp_in.c): every
+ * unSACKed byte below it is deemed lost. */
+static inline uint32_t tcp_lost_edge(const struct tas_flow *f)
+{
+    uint32_t e = tcp_dupthresh_edge(f);
+    return seq_gt(f->rack_hi, e) && seq_le(f->rack_hi, f->snd_max) ? f->rack_hi : e;
+}
+
+/* Bytes in the network during SACK recovery (RFC 6675 SetPipe): unSACKed
+ * bytes not deemed lost, plus lost ones resent and not deemed lost again
+ * (the rexmit ranges). */
+static inline uint32_t tcp_pipe(const struct tas_flow *f)
+{
+    uint32_t edge = tcp_lost_edge(f);
+    uint32_t pipe = (f->snd_max - edge) - tcp_sacked_in(f, edge, f->snd_max);
+    for (uint32_t i = 0; i < f->rexmit_n; i++) {
+        uint32_t l = seq_max(f->rexmit_start[i], f->snd_una), r = seq_min(f->rexmit_end[i], edge);
+        if (seq_lt(l, r))
+            pipe += (r - l) - tcp_sacked_in(f, l, r);
+    }
+    return pipe;
+}
+
+/* The end of the rexmit range covering seq, or seq if none does. */
+static inline uint32_t tcp_rexmit_until(const struct tas_flow *f, uint32_t seq)
+{
+    for (uint32_t i = 0; i < f->rexmit_n; i++)
+        if (seq_ge(seq, f->rexmit_start[i]) && seq_lt(seq, f->rexmit_end[i]))
+            return f->rexmit_end[i];
+    return seq;
+}
+
+static inline void tcp_rexmit_drop(struct tas_flow *f, uint32_t i)
+{
+    f->rexmit_n--;
+    f->rexmit_start[i] = f->rexmit_start[f->rexmit_n];
+    f->rexmit_end[i] = f->rexmit_end[f->rexmit_n];
+    f->rexmit_at[i] = f->rexmit_at[f->rexmit_n];
+    f->rexmit_us[i] = f->rexmit_us[f->rexmit_n];
+}
+
+/* App bytes not yet sent. */
+static inline uint32_t tcp_unsent(const struct tas_flow *f)
+{
+    uint32_t inflight = tcp_data_in_flight(f);
+    return f->tx_data > inflight ? f->tx_data - inflight : 0;
 }
 
 /* SACK blocks the next segment carries: as many out-of-order intervals as

@@ -13,7 +13,6 @@
 #include "wire.h"
 
 #define QUICKACKS 16
-#define DUPACK_THRESHOLD 3
 
 static uint32_t rd32s(const uint8_t *p) { return rd32(p); }
 
@@ -146,7 +145,7 @@ int fp_tcp_flow_add(struct fp_worker *w, const struct tas_flow_params *p)
     pv->app = a;
     pv->ctx = a->ctx[p->ctx];
     pv->ecn_recover = f->snd_una;
-    f->recover = f->snd_una;
+    f->recover = f->rexmit_mark = f->rack_hi = f->snd_una; /* marks near snd_una: see process_ack() */
     fp_cc_newreno.init(f);
     __atomic_store_n(&f->state, TAS_FLOW_ACTIVE, __ATOMIC_RELEASE);
     fp_flow_hash_insert(t, p->index);
@@ -191,7 +190,9 @@ int fp_tcp_flow_retransmit(struct fp_worker *w, const struct tas_flow_cmd *c)
     f->dupacks = 0;
     f->recover = f->snd_max; /* RFC 6582 3.2: no fast retransmit for this window's dupacks */
     f->snd_nxt = f->snd_una;
-    f->rexmit_next = f->snd_una;
+    f->rexmit_n = 0;
+    f->rack_at = f->rack_pend_ns = 0;
+    f->rack_hi = f->snd_una;
     f->rto_at = w->now + (uint64_t)f->rto_us * 1000;
     fp_flow_timer_update(w->tcp, c->index);
     fp_flow_tx_schedule(w->tcp, c->index);
@@ -411,59 +412,122 @@ static int sack_says_lost(const struct tas_flow *f)
 static void fast_retransmit(struct fp_worker *w, uint32_t index)
 {
     struct tas_flow *f = &w->tcp->flows[index];
+    int sack = (f->opts & TAS_OPT_SACK) != 0;
     f->tlp_at = 0;
     fp_cc_newreno.on_loss(f);
+    if (!sack)
+        f->cwnd += DUPACK_THRESHOLD * tcp_eff_mss(f); /* NewReno: the segments the dupacks stand for */
     f->fl |= TAS_FL_RECOVERY;
     f->fl &= ~(uint32_t)TAS_FL_TIMING; /* Karn */
     f->recover = f->snd_max;
     f->fast_retx++;
-    f->rexmit_next = f->snd_una;
-    /* resend the first segment now; SACK recovery continues in tx_flow */
+    f->rexmit_n = 0;
+    f->rack_at = 0;
+    /* resend the first segment now (RFC 6675 5 (4.3)): with SACK, the
+     * recovery loop in tcp_out.c does it and whatever else is lost */
+    if (sack) {
+        fp_tcp_resend_head(w, index);
+        fp_flow_tx_schedule(w->tcp, index);
+        return;
+    }
     uint32_t len = f->tx_data < tcp_seg_mss(f) ? f->tx_data : tcp_seg_mss(f);
     uint32_t flight = tcp_data_in_flight(f);
     if (len > flight)
         len = flight;
     if (len || ((f->fl & TAS_FL_FIN_SENT) && f->snd_una == f->fin_seq)) {
         uint8_t fl = (f->fl & TAS_FL_FIN_SENT) && f->snd_una + len == f->fin_seq ? TCP_FIN : 0;
-        if (fp_tcp_output(w, index, f->snd_una, len, fl, 1) == 0) {
-            f->rexmit_next = f->snd_una + len;
-            f->una_mark = f->snd_max;
-        }
+        fp_tcp_output(w, index, f->snd_una, len, fl, 1);
     }
 }
 
-/* Is the segment at snd_una lost, judged by what was sent after it was
- * last sent (the idea of RACK, RFC 8985)?  una_mark is a sequence number
- * such that everything from it on left after the head did: the peer SACKing
- * enough of that (DupThresh segments; one after a tail loss probe, which
- * went out two round trips later) means the head is not coming.  This
- * catches lost retransmissions and losses a probe reveals, which the
- * duplicate-ACK count alone leaves to the RTO. */
+/* Outside recovery: is the segment at snd_una lost, though it was resent
+ * (after a timeout) or a probe went after it?  rexmit_mark is a sequence
+ * number such that everything from it on left after the head's last
+ * transmission (the probe's, after a tail loss probe).  The peer SACKing
+ * DupThresh segments of that -- or anything after a probe, which went two
+ * round trips later -- means the head is not coming: the idea of RACK
+ * (RFC 8985), counted in sequence space instead of time. */
 static int head_lost(const struct tas_flow *f)
 {
-    if (!f->sack_n || !seq_ge(f->una_mark, f->snd_una))
+    if (!f->sack_n || !seq_ge(f->rexmit_mark, f->snd_una))
         return 0;
-    uint32_t above = 0;
-    for (uint32_t i = 0; i < f->sack_n; i++)
-        if (seq_gt(f->sack_end[i], f->una_mark))
-            above += f->sack_end[i] - seq_max(f->sack_start[i], f->una_mark);
     uint32_t need = (f->fl & TAS_FL_TLP_SENT) ? 1 : DUPACK_THRESHOLD * tcp_eff_mss(f);
-    return above >= need;
+    return tcp_sacked_in(f, f->rexmit_mark, f->snd_max) >= need;
 }
 
-static void retransmit_head(struct fp_worker *w, uint32_t index)
+/* RACK's reordering window (RFC 8985 6.2): a quarter round trip, but at
+ * least a millisecond, the timer wheel's tick. */
+static uint64_t reo_wnd_ns(const struct tas_flow *f)
+{
+    uint32_t q = f->srtt_us / 4;
+    return (uint64_t)(q > 1000 ? q : 1000) * 1000;
+}
+
+/* In SACK recovery: forget resent ranges the peer now has (SACKed or below
+ * snd_una), and those lost again, so that tcp_out.c resends them.  A
+ * resent range is lost once data sent after it has been SACKed and either
+ * that is DupThresh segments or a round trip and a reordering window have
+ * passed since it went.  *due gets the time the next one is.  Returns the
+ * number lost. */
+static uint32_t rexmits_update(struct fp_worker *w, uint32_t index, uint64_t *due)
 {
     struct tas_flow *f = &w->tcp->flows[index];
-    uint32_t flight = tcp_data_in_flight(f), mss = tcp_seg_mss(f);
-    uint32_t len = flight < mss ? flight : mss;
-    uint32_t end = f->sack_n ? seq_min(f->snd_una + len, f->snd_max) : f->snd_una + len;
-    for (uint32_t i = 0; i < f->sack_n; i++) /* not into SACKed data */
-        if (seq_gt(f->sack_start[i], f->snd_una) && seq_lt(f->sack_start[i], end))
-            end = f->sack_start[i];
-    if (end == f->snd_una)
-        return;
-    if (fp_tcp_output(w, index, f->snd_una, end - f->snd_una, 0, 1) == 0)
-        f->una_mark = f->snd_max;
+    uint32_t lost = 0, need = DUPACK_THRESHOLD * tcp_eff_mss(f);
+    uint32_t now_us = (uint32_t)(w->now / 1000);
+    uint32_t wait = (f->srtt_us ? f->srtt_us : 1000) + (uint32_t)(reo_wnd_ns(f) / 1000);
+    for (uint32_t i = 0; i < f->rexmit_n;) {
+        uint32_t l = seq_max(f->rexmit_start[i], f->snd_una), r = f->rexmit_end[i];
+        int gone = !seq_lt(l, r) || tcp_sacked_in(f, l, r) == r - l;
+        uint32_t later = gone ? 0 : tcp_sacked_in(f, f->rexmit_at[i], f->snd_max);
+        int32_t left = (int32_t)(f->rexmit_us[i] + wait - now_us);
+        int again = later >= need || (later > 0 && left <= 0);
+        if (gone || again) {
+            lost += again;
+            tcp_rexmit_drop(f, i);
+            continue;
+        }
+        if (later > 0) {
+            uint64_t at = w->now + (uint64_t)left * 1000;
+            if (*due == 0 || at < *due)
+                *due = at;
+        }
+        f->rexmit_start[i] = l;
+        i++;
+    }
+    return lost;
+}
+
+/* Loss detection with SACK, after each ACK and when rack_at comes: RACK
+ * (RFC 8985) with sequence numbers standing in for send times.  Data is
+ * sent in sequence order, so a hole below bytes SACKed a reordering window
+ * ago is lost (rack_hi); resent ranges have their own marks.  Starts
+ * recovery when the head is found lost. */
+static void rack_detect(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    uint64_t reo = reo_wnd_ns(f), due = 0;
+    if (seq_lt(f->rack_hi, f->snd_una))
+        f->rack_hi = f->snd_una;
+    if (f->rack_pend_ns && w->now >= f->rack_pend_ns + reo) {
+        if (seq_gt(f->rack_pend, f->rack_hi) && seq_le(f->rack_pend, f->snd_max))
+            f->rack_hi = f->rack_pend;
+        f->rack_pend_ns = 0;
+    }
+    uint32_t high = tcp_sack_high(f);
+    if (!f->rack_pend_ns && seq_gt(high, f->rack_hi)) {
+        f->rack_pend = high;
+        f->rack_pend_ns = w->now;
+    }
+    if (f->rack_pend_ns)
+        due = f->rack_pend_ns + reo;
+    if (f->fl & TAS_FL_RECOVERY) {
+        f->lost_rexmits += rexmits_update(w, index, &due);
+        fp_flow_tx_schedule(w->tcp, index);
+    } else if (seq_gt(f->rack_hi, f->snd_una) && !(f->fl & TAS_FL_RTO_WAIT)) {
+        fast_retransmit(w, index);
+    }
+    f->rack_at = due;
+    fp_flow_timer_update(w->tcp, index);
 }
 
 /* ACK processing (RFC 9293 3.10.7.4 fifth, RFC 5681/6582, RFC 6675). */
@@ -501,13 +565,12 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
         if (f->fl & TAS_FL_RECOVERY) {
             if (seq_ge(ack, f->recover)) {
                 f->fl &= ~(uint32_t)TAS_FL_RECOVERY;
+                f->rexmit_n = 0;
+                f->rack_at = 0;
                 fp_cc_newreno.on_recovery_exit(f);
-            } else if (f->sack_n) {
-                /* SACK recovery, partial ACK: a new head, lost if enough is
-                 * SACKed above it; the hole loop in tcp_out.c does the rest */
-                f->una_mark = f->snd_una;
-                if (head_lost(f))
-                    retransmit_head(w, index);
+            } else if (f->opts & TAS_OPT_SACK) {
+                /* SACK recovery, partial ACK: rack_detect() below and
+                 * tcp_out.c resend what is lost */
             } else {
                 /* NewReno partial ACK (RFC 6582 3.2): resend the next hole */
                 uint32_t len = tcp_data_in_flight(f) < tcp_seg_mss(f) ? tcp_data_in_flight(f) : tcp_seg_mss(f);
@@ -524,6 +587,10 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
             if (seq_gt(f->snd_una, p->ecn_recover))
                 p->ecn_recover = f->snd_una;
         }
+        if (seq_gt(f->snd_una, f->rexmit_mark))
+            f->rexmit_mark = f->snd_una;
+        if (seq_gt(f->snd_una, f->rack_hi))
+            f->rack_hi = f->snd_una;
         f->dupacks = 0;
         f->fl &= ~(uint32_t)TAS_FL_TLP_SENT;
         f->tlp_at = 0;
@@ -556,11 +623,11 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
             (f->dupacks >= DUPACK_THRESHOLD || (sack && (sack_says_lost(f) || head_lost(f)))) &&
             (sack || seq_ge(f->snd_una, f->recover)) /* RFC 6582 3.2 step 1, without SACK */) {
             fast_retransmit(w, index);
-        } else if (sack && (f->fl & TAS_FL_RECOVERY) && head_lost(f)) {
-            f->fast_retx++;
-            retransmit_head(w, index);
+        } else if (sack && (f->fl & TAS_FL_RECOVERY)) {
+            /* SACK recovery: the pipe estimate (tcp_pipe) says what may go */
+            fp_flow_tx_schedule(t, index);
         } else if (f->fl & TAS_FL_RECOVERY) {
-            f->cwnd += tcp_eff_mss(f); /* inflation: a segment left the network */
+            f->cwnd += tcp_eff_mss(f); /* NewReno inflation: a segment left the network */
             fp_flow_tx_schedule(t, index);
         } else if (f->dupacks < DUPACK_THRESHOLD) {
             fp_flow_tx_schedule(t, index); /* limited transmit (tcp_out.c) */
@@ -593,6 +660,17 @@ static void process_ack(struct fp_worker *w, uint32_t index, const struct seg *s
             p->ecn_recover = f->snd_max;
         }
     }
+
+    if (f->opts & TAS_OPT_SACK) {
+        if (f->snd_una == f->snd_max) {
+            f->rack_pend_ns = 0;
+            f->rack_at = 0;
+        } else if (f->sack_n || f->rexmit_n || f->rack_pend_ns) {
+            rack_detect(w, index);
+        }
+    }
+    if (f->fl & TAS_FL_RECOVERY)
+        fp_tcp_arm_tlp(w, index); /* in case the ACKs stop: see fp_tcp_send_tlp() */
 }
 
 /* Deliver acceptable payload to the RX buffer. Returns 1 if it should be
@@ -868,8 +946,13 @@ static void on_timers(struct fp_worker *w, uint32_t index)
     }
     if (f->tlp_at && f->tlp_at <= now) {
         f->tlp_at = 0;
-        if (f->snd_una != f->snd_max && !(f->fl & (TAS_FL_RECOVERY | TAS_FL_TLP_SENT | TAS_FL_RTO_WAIT)))
+        if (f->snd_una != f->snd_max && !(f->fl & (TAS_FL_TLP_SENT | TAS_FL_RTO_WAIT)))
             fp_tcp_send_tlp(w, index);
+    }
+    if (f->rack_at && f->rack_at <= now) {
+        f->rack_at = 0;
+        if (f->snd_una != f->snd_max && (f->opts & TAS_OPT_SACK))
+            rack_detect(w, index);
     }
     if (f->persist_at && f->persist_at <= now) {
         f->persist_at = 0;

@@ -183,21 +183,52 @@ static void arm_rto(struct fp_worker *w, uint32_t index)
     }
 }
 
+#define PTO_DELACK_US 40000
+
 /* The tail loss probe timer (RFC 8985 7.2): two round trips after the last
  * new data, while nothing else will tell us about a loss at the tail. */
 void fp_tcp_arm_tlp(struct fp_worker *w, uint32_t index)
 {
     struct tas_flow *f = &w->tcp->flows[index];
-    if (!f->srtt_us || (f->fl & (TAS_FL_RECOVERY | TAS_FL_TLP_SENT | TAS_FL_RTO_WAIT | TAS_FL_BACKOFF)) ||
+    if (!f->srtt_us || (f->fl & (TAS_FL_TLP_SENT | TAS_FL_RTO_WAIT | TAS_FL_BACKOFF)) ||
         f->snd_una == f->snd_max)
         return;
+    /* two round trips; one segment alone may wait out the peer's delayed
+     * ACK first (Linux's: 40 ms at most); never under two timer ticks */
     uint64_t pto_us = 2ull * f->srtt_us;
-    if (pto_us < 10000)
-        pto_us = 10000;
+    if (f->snd_max - f->snd_una <= tcp_eff_mss(f))
+        pto_us += PTO_DELACK_US;
+    if (pto_us < 2000)
+        pto_us = 2000;
     if (pto_us >= f->rto_us)
         return; /* the RTO comes first anyway */
     f->tlp_at = w->now + pto_us * 1000;
     fp_flow_timer_update(w->tcp, index);
+}
+
+/* Remember a range resent during SACK recovery (see rexmits_update() in
+ * tcp_in.c); when all are taken, the oldest is forgotten, which at worst
+ * resends it once more. */
+static void rexmit_add(struct tas_flow *f, uint32_t start, uint32_t end, uint64_t now)
+{
+    for (uint32_t i = 0; i < f->rexmit_n;) {
+        if (seq_lt(f->rexmit_start[i], end) && seq_gt(f->rexmit_end[i], start))
+            tcp_rexmit_drop(f, i);
+        else
+            i++;
+    }
+    if (f->rexmit_n == TAS_REXMIT_MAX) {
+        uint32_t old = 0;
+        for (uint32_t i = 1; i < f->rexmit_n; i++)
+            if (seq_lt(f->rexmit_at[i], f->rexmit_at[old]))
+                old = i;
+        tcp_rexmit_drop(f, old);
+    }
+    uint32_t n = f->rexmit_n++;
+    f->rexmit_start[n] = start;
+    f->rexmit_end[n] = end;
+    f->rexmit_at[n] = f->snd_max;
+    f->rexmit_us[n] = (uint32_t)(now / 1000);
 }
 
 /* Send [seq, seq+len) of the TX buffer (and the FIN if it ends there). */
@@ -220,8 +251,11 @@ static int send_range(struct fp_worker *w, uint32_t index, uint32_t seq, uint32_
         }
         len++;
     }
-    if (retx && seq == f->snd_una)
-        f->una_mark = f->snd_max; /* see head_retx_lost() */
+    if (retx) {
+        if ((f->fl & TAS_FL_RECOVERY) && (f->opts & TAS_OPT_SACK))
+            rexmit_add(f, seq, seq + len, w->now);
+        f->rexmit_mark = f->snd_max; /* see head_lost() in tcp_in.c */
+    }
     uint32_t end = seq + len;
     if (seq_gt(end, f->snd_nxt))
         f->snd_nxt = end;
@@ -258,36 +292,83 @@ static uint32_t next_sacked(const struct tas_flow *f, uint32_t seq, uint32_t lim
     return best;
 }
 
-static uint32_t highest_sacked(const struct tas_flow *f)
+/* During SACK recovery: at seq, skip what the peer has and what was resent
+ * and is not deemed lost; else resend one segment of the hole there, not
+ * past limit.  Advances *seq; returns 1 if a segment went, 0 if not, -1
+ * if no buffer. */
+static int resend_hole(struct fp_worker *w, uint32_t index, uint32_t *seq, uint32_t limit)
 {
-    uint32_t h = f->snd_una;
-    for (uint32_t i = 0; i < f->sack_n; i++)
-        h = seq_max(h, f->sack_end[i]);
-    return h;
+    struct tas_flow *f = &w->tcp->flows[index];
+    uint32_t s = *seq, x = sacked_until(f, s);
+    if (x == s)
+        x = tcp_rexmit_until(f, s);
+    if (x != s) {
+        *seq = x;
+        return 0;
+    }
+    uint32_t end = next_sacked(f, s, limit);
+    for (uint32_t i = 0; i < f->rexmit_n; i++)
+        if (seq_gt(f->rexmit_start[i], s) && seq_lt(f->rexmit_start[i], end))
+            end = f->rexmit_start[i];
+    uint32_t data_end = f->snd_una + f->tx_data, len = end - s, mss = tcp_seg_mss(f);
+    if (seq_gt(end, data_end))
+        len = seq_gt(data_end, s) ? data_end - s : 0;
+    if (len > mss)
+        len = mss;
+    int fin = (f->fl & TAS_FL_FIN_SENT) && s + len == f->fin_seq && seq_lt(f->fin_seq, limit);
+    if (len == 0 && !fin) {
+        *seq = limit;
+        return 0;
+    }
+    if (send_range(w, index, s, len, 1) != 0)
+        return -1;
+    *seq = s + len + (fin ? 1 : 0);
+    return 1;
 }
 
-/* A tail loss probe: new data if the windows allow, else the last segment
- * again, to draw an ACK with SACK blocks that starts recovery. */
+/* A tail loss probe (RFC 8985 7.3): something the peer must answer, with
+ * SACK blocks that start recovery if the tail was lost. */
 void fp_tcp_send_tlp(struct fp_worker *w, uint32_t index)
 {
     struct tas_flow *f = &w->tcp->flows[index];
     uint32_t mss = tcp_seg_mss(f), unsent = tcp_unsent(f);
     f->fl |= TAS_FL_TLP_SENT;
     f->tlps++;
-    if (unsent && f->snd_wnd > f->snd_nxt - f->snd_una) {
-        f->una_mark = f->snd_nxt; /* the probe left after the head: see head_lost() */
-        send_range(w, index, f->snd_nxt, unsent < mss ? unsent : mss, 0);
+    if (f->fl & TAS_FL_RECOVERY) {
+        /* the ACKs stopped in recovery: the resent head or its ACK is lost
+         * and nothing sent after it will tell (RACK needs that), so it
+         * goes again, long before the RTO */
+        for (uint32_t i = 0; i < f->rexmit_n; i++)
+            if (seq_le(f->rexmit_start[i], f->snd_una) && seq_gt(f->rexmit_end[i], f->snd_una)) {
+                tcp_rexmit_drop(f, i);
+                break;
+            }
+        fp_tcp_resend_head(w, index);
         return;
     }
-    uint32_t flight = tcp_data_in_flight(f);
-    uint32_t len = flight < mss ? flight : mss;
-    uint32_t end = f->snd_una + flight;
-    if (len && end - len != f->snd_una)
-        f->una_mark = end - len;
-    if (len)
-        send_range(w, index, end - len, len, 1);
-    else if ((f->fl & TAS_FL_FIN_SENT) && !(f->fl & TAS_FL_FIN_ACKED))
+    /* Two segments where RFC 8985 7.3 sends one: a delayed-ACK receiver
+     * answers two at once, whether the tail or its ACK was lost.  New data
+     * first; then the last segment again. */
+    uint32_t flight = tcp_data_in_flight(f), sent = 0, first_new = f->snd_nxt;
+    uint32_t end = f->snd_una + flight, last = flight < mss ? flight : mss;
+    while (sent < 2 && unsent && f->snd_wnd > f->snd_nxt - f->snd_una) {
+        uint32_t len = unsent < mss ? unsent : mss;
+        if (send_range(w, index, f->snd_nxt, len, 0) != 0)
+            break;
+        unsent -= len;
+        sent++;
+    }
+    if (sent < 2 && last)
+        send_range(w, index, end - last, last, 1);
+    else if (!sent && !last && (f->fl & TAS_FL_FIN_SENT) && !(f->fl & TAS_FL_FIN_ACKED))
         send_range(w, index, f->fin_seq, 0, 1); /* only the FIN is out */
+    /* what left after the head: anything of it SACKed says the head is
+     * lost (head_lost() in tcp_in.c) -- the old last segment counts only
+     * if it is not the head itself */
+    if (sent)
+        f->rexmit_mark = first_new;
+    else if (last)
+        f->rexmit_mark = end - last == f->snd_una ? f->snd_max : end - last;
 }
 
 void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
@@ -309,44 +390,29 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
         cwnd = cap;
     int sent = 0;
 
-    /* SACK recovery (RFC 6675, simplified): resend the holes below the
-     * highest SACKed byte before any new data, while the pipe allows. */
-    if ((f->fl & TAS_FL_RECOVERY) && f->sack_n) {
-        uint32_t high = highest_sacked(f);
-        if (seq_lt(f->rexmit_next, f->snd_una))
-            f->rexmit_next = f->snd_una;
-        while (seq_lt(f->rexmit_next, high)) {
-            uint32_t pipe = (f->snd_max - f->snd_una) - tcp_sacked_bytes(f);
-            if (pipe >= cwnd && sent)
-                break;
-            uint32_t s = sacked_until(f, f->rexmit_next);
-            if (s != f->rexmit_next) {
-                f->rexmit_next = s;
-                continue;
-            }
-            uint32_t end = next_sacked(f, f->rexmit_next, high);
-            uint32_t len = end - f->rexmit_next;
-            uint32_t data_end = f->snd_una + f->tx_data;
-            if (seq_gt(f->rexmit_next + len, data_end))
-                len = data_end - f->rexmit_next;
-            if (len > mss)
-                len = mss;
-            if (len == 0)
-                break;
-            if (send_range(w, index, f->rexmit_next, len, 1) != 0)
+    /* SACK recovery (RFC 6675 NextSeg): first what is lost (rule 1), then
+     * new data (rule 2, below), while the pipe allows */
+    int sack_recovery = (f->fl & TAS_FL_RECOVERY) && (f->opts & TAS_OPT_SACK);
+    if (sack_recovery) {
+        uint32_t edge = tcp_lost_edge(f), seq = f->snd_una;
+        while (seq_lt(seq, edge) && tcp_pipe(f) < cwnd) {
+            int r = resend_hole(w, index, &seq, edge);
+            if (r < 0)
                 return;
-            f->rexmit_next += len;
-            sent++;
+            sent += r;
         }
     }
 
     /* new data (or data again, after a timeout rewound snd_nxt) */
     for (;;) {
         uint32_t unsent = tcp_unsent(f);
-        uint32_t flight = f->snd_nxt - f->snd_una;
-        if (f->fl & TAS_FL_RECOVERY)
-            flight = flight > tcp_sacked_bytes(f) ? flight - tcp_sacked_bytes(f) : 0;
-        uint32_t wnd = f->snd_wnd < cwnd ? f->snd_wnd : cwnd;
+        /* room: the congestion window bounds what is in the network, the
+         * peer's window the sequence space beyond snd_una */
+        uint32_t outstanding = f->snd_nxt - f->snd_una;
+        uint32_t pipe = (f->fl & TAS_FL_RECOVERY) && f->sack_n ? tcp_pipe(f) : outstanding;
+        uint32_t room_c = cwnd > pipe ? cwnd - pipe : 0;
+        uint32_t room_w = f->snd_wnd > outstanding ? f->snd_wnd - outstanding : 0;
+        uint32_t room = room_c < room_w ? room_c : room_w;
         /* the FIN goes right after the data: the first time, or again after
          * a timeout rewound snd_nxt to it */
         int fin_due = (f->fl & TAS_FL_FIN_QUEUED) && unsent == 0 &&
@@ -367,7 +433,7 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
             f->snd_nxt = already;
             continue;
         }
-        if (flight >= wnd) {
+        if (room == 0) {
             if (f->snd_wnd == 0 && f->snd_nxt == f->snd_una && !f->persist_at && !f->rto_at) {
                 f->persist_at = w->now + (uint64_t)f->rto_us * 1000;
                 fp_flow_timer_update(t, index);
@@ -375,8 +441,8 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
             break;
         }
         uint32_t len = unsent < mss ? unsent : mss;
-        if (len > wnd - flight)
-            len = wnd - flight;
+        if (len > room)
+            len = room;
         if (retx && seq_gt(f->snd_nxt + len, f->snd_max))
             len = f->snd_max - f->snd_nxt;
         if (retx) {
@@ -385,7 +451,7 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
         }
         /* sender silly-window avoidance: no small segment while others are
          * in flight, unless it is all we have */
-        if (len < mss && len < unsent && flight > 0)
+        if (len < mss && len < unsent && outstanding > 0)
             break;
         if (send_range(w, index, f->snd_nxt, len, retx) != 0)
             return;
@@ -395,6 +461,26 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
             break;
         }
     }
+    /* rule 3: nothing new to send, so the holes not yet deemed lost */
+    if (sack_recovery && tcp_unsent(f) == 0 && sent < 16) {
+        uint32_t high = tcp_sack_high(f), seq = f->snd_una;
+        while (seq_lt(seq, high) && tcp_pipe(f) < cwnd) {
+            int r = resend_hole(w, index, &seq, high);
+            if (r < 0)
+                return;
+            sent += r;
+        }
+    }
     if (!sent && p->need_ack)
         fp_tcp_send_ack(w, index);
+}
+
+/* SACK recovery has begun: resend the segment at snd_una whatever the pipe
+ * says (RFC 6675 5 (4.3)). */
+void fp_tcp_resend_head(struct fp_worker *w, uint32_t index)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    uint32_t seq = f->snd_una;
+    while (seq_lt(seq, f->snd_max) && resend_hole(w, index, &seq, f->snd_max) == 0)
+        ;
 }
