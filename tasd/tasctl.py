@@ -4,6 +4,8 @@
     tasctl stats             fastpath and slowpath counters (nonzero ones; -a for all)
     tasctl arp               the neighbour table
     tasctl arp-resolve IP    resolve a neighbour now
+    tasctl apps              registered applications
+    tasctl flows             connections, with their fastpath counters
 
 Every command takes --json for scripts.
 """
@@ -84,6 +86,32 @@ def show_arp(r: dict) -> None:
         print(f"{e['ip']:<16} {e['mac'] or '-':<18} {e['state']:<11} {age}")
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def show_apps(r: dict) -> None:
+    print(f"{'app':>4} {'pid':>8} {'uid':>6} {'name':<16} {'conns':>6} {'listen':>6} {'memory':>10}  up")
+    for a in r["apps"]:
+        print(f"{a['app']:>4} {a['pid']:>8} {a['uid']:>6} {a['name'][:16]:<16} {a['connections']:>6} "
+              f"{a['listeners']:>6} {_size(a['memory_bytes']):>10}  {a['uptime_s']:.0f}s")
+
+
+def show_flows(r: dict) -> None:
+    print(f"{'conn':>6} {'state':<12} {'local':<22} {'remote':<22} {'app':>4} {'wkr':>3} "
+          f"{'rx':>10} {'tx':>10} {'srtt':>8} {'cwnd':>8} {'retx':>6} {'rtos':>5}")
+    for f in r["flows"]:
+        srtt = f"{f['srtt_us']}us" if f.get("srtt_us") else "-"
+        print(f"{f['conn']:>6} {f['state']:<12} {f['local']:<22} {f['remote']:<22} "
+              f"{f['app'] if f['app'] is not None else '-':>4} {f['worker']:>3} "
+              f"{_size(f.get('rx_bytes', 0)):>10} {_size(f.get('tx_bytes', 0)):>10} {srtt:>8} "
+              f"{_size(f['cwnd']) if 'cwnd' in f else '-':>8} {f.get('retx_segs', '-'):>6} {f.get('rtos', '-'):>5}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="tasctl", description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help=f"tasd's control socket [{DEFAULT_SOCKET}]")
@@ -95,6 +123,8 @@ def main(argv=None) -> int:
     sub.add_parser("arp", help="the neighbour table")
     res = sub.add_parser("arp-resolve", help="resolve a neighbour's MAC now")
     res.add_argument("ip")
+    sub.add_parser("apps", help="registered applications")
+    sub.add_parser("flows", help="connections, with their fastpath counters")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "arp-resolve":
@@ -112,6 +142,10 @@ def main(argv=None) -> int:
         show_stats(r, args.all)
     elif args.cmd == "arp":
         show_arp(r)
+    elif args.cmd == "apps":
+        show_apps(r)
+    elif args.cmd == "flows":
+        show_flows(r)
     else:
         print(f"{r['ip']} is at {r['mac']}" if r["mac"] else f"{r['ip']}: unreachable")
         return 0 if r["mac"] else 1

@@ -422,8 +422,8 @@ class ConnectionManager:
     # ---- stats and listings ------------------------------------------------------------------
     FLOW_FIELDS = ("snd_una", "snd_nxt", "snd_max", "rcv_nxt", "snd_wnd", "rx_avail", "tx_data", "cwnd",
                    "ssthresh", "srtt_us", "rttvar_us", "rto_us", "fl", "dupacks", "sack_n", "ooo_n", "rx_bytes",
-                   "tx_bytes", "rx_segs", "tx_segs", "retx_segs", "fast_retx", "tlps", "lost_rexmits", "rtos", "ooo_segs", "ooo_drops",
-                   "dup_segs", "ce_bytes")
+                   "tx_bytes", "rx_segs", "tx_segs", "retx_segs", "fast_retx", "tlps", "lost_rexmits", "rtos",
+                   "ooo_segs", "ooo_drops", "dup_segs", "ce_bytes")
 
     def flow_list(self) -> list[dict]:
         """Every connection with its state, and its flow's counters if a worker has it."""
