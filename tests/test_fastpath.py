@@ -271,3 +271,37 @@ def test_capture_to_unwritable_path_is_an_error():
     with pytest.raises(FastpathError, match="capture file"):
         mem.capture("/nonexistent-dir/x.pcap")
     mem.close()
+
+
+def test_slowpath_messages_wait_for_room_in_order():
+    """What finds the worker's ring full waits in the slowpath's backlog and
+    goes, in order, once the worker has made room: a lost flow command would
+    leave a connection stuck."""
+    from tasd import config
+    from tasd.slowpath.workers import WorkerProc
+    cfg = config.load(None, {"interface": "lo", "address": "10.0.0.2/24", "cores": [0], "ring_slots": 16})
+    proc = WorkerProc(0, 0, cfg, str(OUR_MAC), 1500)
+    shm = proc.region.shm
+    shm.ip = ipv4_be(OUR_IP)
+    dev = MemDevice(nbufs=64)
+    worker = Worker(proc.region, dev)
+    try:
+        for i in range(20):
+            proc.send(lib.TAS_MSG_TX_FRAME, ping(seq=i))
+        assert (len(proc.backlog), proc.deferred) == (4, 4)
+        assert not proc.try_send(lib.TAS_MSG_TX_FRAME, ping(seq=99))  # no overtaking
+        proc.send(lib.TAS_MSG_TX_FRAME, ping(seq=20))
+        seqs = []
+        while True:
+            while worker.poll():
+                pass
+            seqs += [IcmpEcho.parse(Ipv4Packet.parse(EthernetFrame.parse(f).payload).payload).seq
+                     for f in dev.take_all()]
+            if proc.flush() and len(seqs) == 21:
+                break
+        assert seqs == list(range(21))
+        assert proc.try_send(lib.TAS_MSG_TX_FRAME, ping(seq=21))
+    finally:
+        worker.close()
+        dev.close()
+        proc.close()

@@ -3,7 +3,9 @@ libtas) against the Linux kernel's TCP in the other namespace
 (tools/linux_peer.py), both directions."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -119,14 +121,29 @@ TAS_ECHO = os.path.join(os.path.dirname(__import__("tasd").__file__), "lib", "ta
 
 
 @pytest.mark.parametrize("cores", [[0], [0, 1]])
-def test_1000_connections_echo_1mb_each(make_testbed, cores):
+def test_1000_connections_echo_1mb_each(make_testbed, cores, tmp_path):
     """tas-echo (C, on libtas) serves 1,000 Linux clients at once."""
     tb = make_testbed()
     t = tb.start_tasd(cores=cores, app={"max_connections": 2048}).wait_ready()
-    srv = t.app(TAS_ECHO, "7040", stdout=subprocess.PIPE, text=True)
+    report = str(tmp_path / "echo-report.jsonl")
+    srv = t.app(TAS_ECHO, "7040", stdout=subprocess.PIPE, text=True, env={"TAS_ECHO_REPORT": report})
     wait_line(srv, "listening")
-    (r,) = linux(tb, "echo-clients", tb.tasd_ip, 7040, "--conns", 1000, "--bytes", 1 << 20, timeout=600)
-    assert r["ok"] == 1000, r
+    clients = tb.popen(tb.ns_peer, PY, "-m", "tools.linux_peer", "echo-clients", tb.tasd_ip, "7040",
+                       "--conns", "1000", "--bytes", str(1 << 20), "--stall", "60", stdout=subprocess.PIPE, text=True)
+    seen = []  # how tasd and Linux saw connections that stalled, while they still were
+    for line in clients.stdout:
+        r = json.loads(line)
+        if isinstance(r.get("stalled"), str) and len(seen) < 3:
+            port = int(re.search(r"port (\d+):", r["stalled"]).group(1))
+            seen.append({"client": r["stalled"],
+                         "tasd": [f for f in t.ctl("flows")["flows"] if f["remote"].endswith(f":{port}")],
+                         "linux": tb.run(tb.ns_peer, "ss", "-tinoe", f"sport = :{port}", check=False).stdout})
+    clients.wait(timeout=30)
+    if r.get("ok") != 1000:  # what tas-echo read and wrote on the connections that failed
+        ports = {int(p) for p in re.findall(r"port (\d+):", json.dumps(r))}
+        with open(report) as fh:
+            seen += [x for x in map(json.loads, fh) if x["port"] in ports]
+    assert r.get("ok") == 1000, f"{r}\n" + "\n".join(map(str, seen))
     if len(cores) == 2:
         per_worker = [w["tcp_rx_segs"] for w in t.ctl("stats")["workers"]]
         assert min(per_worker) > 0.3 * sum(per_worker), per_worker

@@ -103,42 +103,76 @@ def cmd_source(args) -> int:
     return 0
 
 
-async def _echo_one(ip: str, port: int, nbytes: int, sem) -> bool:
+class Stalled(Exception):
+    pass
+
+
+class Mismatch(Exception):
+    pass
+
+
+async def _echo_one(ip: str, port: int, nbytes: int, sem, stall: float, held: asyncio.Event, stalled: list) -> bool:
     async with sem:
         r, w = await asyncio.open_connection(ip, port)
+    lport = w.get_extra_info("sockname")[1]
     data = pattern()
     sent, got = 0, bytearray()
+
+    async def step(aw):
+        try:
+            return await asyncio.wait_for(aw, stall)
+        except asyncio.TimeoutError:
+            msg = f"port {lport}: no progress for {stall:g} s, sent {sent} of {nbytes}, echoed {len(got)}"
+            print(json.dumps({"stalled": msg}), flush=True)  # now, while the connection is still open
+            raise Stalled(msg) from None
 
     async def writer():
         nonlocal sent
         while sent < nbytes:
             b = data[: min(len(data), nbytes - sent)]
             w.write(b)
-            await w.drain()
+            await step(w.drain())
             sent += len(b)
         w.write_eof()
 
     async def reader():
         while True:
-            d = await r.read(1 << 20)
+            d = await step(r.read(1 << 20))
             if not d:
                 return
             got.extend(d)
 
-    await asyncio.gather(writer(), reader())
-    w.close()
+    try:
+        await asyncio.gather(writer(), reader())
+    except Stalled:
+        stalled.append(lport)
+        await held.wait()  # open until the others are done, for a look at it
+        raise
+    finally:
+        w.close()
     expect = (data * (nbytes // len(data) + 1))[:nbytes]
-    return bytes(got) == expect
+    if bytes(got) == expect:
+        return True
+    at = next((i for i, (a, b) in enumerate(zip(got, expect)) if a != b), min(len(got), nbytes))
+    raise Mismatch(f"port {lport}: echoed {len(got)} of {nbytes} bytes, first difference at {at}")
 
 
 async def _echo_clients(args) -> dict:
     sem = asyncio.Semaphore(256)  # connects in flight at once
     t0 = time.monotonic()
-    results = await asyncio.gather(*[_echo_one(args.ip, args.port, args.bytes, sem) for _ in range(args.conns)],
-                                   return_exceptions=True)
+    held, stalled = asyncio.Event(), []
+    tasks = [asyncio.ensure_future(_echo_one(args.ip, args.port, args.bytes, sem, args.stall, held, stalled))
+             for _ in range(args.conns)]
+    # the stalled ones stay open (waiting on held) until all others are done
+    while sum(t.done() for t in tasks) + len(stalled) < len(tasks):
+        await asyncio.sleep(0.2)
+    held.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     ok = sum(1 for r in results if r is True)
-    errors = sorted({repr(r) for r in results if r is not True})[:5]
-    return {"conns": args.conns, "ok": ok, "errors": errors, "seconds": round(time.monotonic() - t0, 3)}
+    errors = sorted({repr(r) for r in results if r is not True and not isinstance(r, Stalled)})[:5]
+    stalled = [str(r) for r in results if isinstance(r, Stalled)]
+    return {"conns": args.conns, "ok": ok, "errors": errors, "stalled": stalled[:20], "n_stalled": len(stalled),
+            "seconds": round(time.monotonic() - t0, 3)}
 
 
 def cmd_echo_clients(args) -> int:
@@ -182,6 +216,7 @@ def main(argv=None) -> int:
     s.add_argument("port", type=int)
     s.add_argument("--conns", type=int, default=1)
     s.add_argument("--bytes", type=int, default=1 << 20)
+    s.add_argument("--stall", type=float, default=60, help="give up on a connection without progress this long")
     s = sub.add_parser("hold")
     s.add_argument("ip")
     s.add_argument("port", type=int)

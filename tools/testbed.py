@@ -102,8 +102,11 @@ class Testbed:
     PREFIX_LEN = 24
 
     def __init__(self, *, tap: bool = False, impair=None, subnet: str = "10.77.0", mtu: int = 1500,
-                 offloads: bool = False):
+                 offloads: bool = False, congestion_control: str = "cubic"):
         self.id = secrets.token_hex(3)
+        # the Linux stacks' congestion control, whatever the host chose: its
+        # kernel's default, cubic, unless a test asks for another
+        self.congestion_control = congestion_control
         self.tap = tap
         self.impair_config = impair
         self.mtu = mtu
@@ -187,9 +190,25 @@ class Testbed:
             raise
         return self
 
+    def _congestion_control(self) -> None:
+        """Set the namespaces' default congestion control.  A namespace may
+        only pick one the host allows (net.ipv4.tcp_allowed_congestion_control,
+        global): add it there if missing, which only lets unprivileged
+        programs choose it too."""
+        cc = self.congestion_control
+        allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+        if cc not in allowed.read_text().split():
+            available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+            if cc not in available:
+                sh("modprobe", f"tcp_{cc}", check=False)
+            allowed.write_text(" ".join([*allowed.read_text().split(), cc]))
+        for ns in (self.ns_tasd, self.ns_peer):
+            self.run(ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}")
+
     def _build(self) -> None:
         self._netns(self.ns_tasd)
         self._netns(self.ns_peer)
+        self._congestion_control()
         if self.ns_mid:
             self._netns(self.ns_mid)
             self._veth(self.veth_tasd, self.ns_tasd, self.mid_a, self.ns_mid)

@@ -17,6 +17,11 @@
 #define SPIN 2000 /* empty polls before sleeping */
 
 static char buf[1 << 16];
+static FILE *report; /* $TAS_ECHO_REPORT: one line per connection at its end */
+
+struct totals {
+    uint64_t rx, tx;
+};
 
 static void echo(struct tas_conn *c)
 {
@@ -31,6 +36,11 @@ static void echo(struct tas_conn *c)
         ssize_t got = tas_recv(c, buf, n);
         if (got <= 0)
             break;
+        struct totals *t = tas_conn_user(c);
+        if (t) {
+            t->rx += (uint64_t)got;
+            t->tx += (uint64_t)got;
+        }
         if (tas_send(c, buf, (size_t)got) != got) { /* cannot happen: the room was checked */
             fprintf(stderr, "tas-echo: short send\n");
             tas_abort(c);
@@ -46,6 +56,8 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (getenv("TAS_ECHO_REPORT"))
+        report = fopen(getenv("TAS_ECHO_REPORT"), "w");
     struct tas_app *app;
     struct tas_ctx *ctx;
     int rc = tas_app_open(NULL, "tas-echo", &app);
@@ -75,6 +87,8 @@ int main(int argc, char **argv)
                 break;
             case TAS_EV_ACCEPTED:
                 tas_accept(ev[i].listener, 1);
+                if (report)
+                    tas_conn_set_user(c, calloc(1, sizeof(struct totals)));
                 break;
             case TAS_EV_DATA:
             case TAS_EV_TX_SPACE:
@@ -86,6 +100,19 @@ int main(int argc, char **argv)
             case TAS_EV_ERROR:
                 tas_close(c);
                 break;
+            case TAS_EV_CLOSED: {
+                struct totals *t = tas_conn_user(c);
+                if (t) {
+                    uint32_t ip;
+                    uint16_t port;
+                    tas_conn_peer(c, &ip, &port);
+                    fprintf(report, "{\"port\": %u, \"rx\": %llu, \"tx\": %llu}\n", port,
+                            (unsigned long long)t->rx, (unsigned long long)t->tx);
+                    fflush(report);
+                    free(t);
+                }
+                break;
+            }
             default:
                 break;
             }

@@ -65,7 +65,8 @@ TAS_EXPORT int tas_ctx_open(struct tas_app *app, struct tas_ctx **ctx);
 /* A descriptor that polls readable when tas_wait would return (for event
  * loops: call tas_ctx_arm first, and tas_poll when it fires). */
 TAS_EXPORT int tas_ctx_fd(const struct tas_ctx *ctx);
-/* Take up to max events; returns how many (0: none now). */
+/* Take up to max events (max >= 3: one message can make three); returns how
+ * many (0: none now). */
 TAS_EXPORT int tas_poll(struct tas_ctx *ctx, struct tas_event *events, int max);
 /* Prepare to sleep on tas_ctx_fd: returns 1 if events are already pending
  * (do not sleep), else 0; call tas_ctx_disarm after waking. */

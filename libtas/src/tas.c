@@ -63,6 +63,11 @@ struct tas_listener {
     struct tas_listener *next;
 };
 
+struct tas_early {
+    uint32_t flow, gen, rx, tx;
+    int fin;
+};
+
 struct tas_ctx {
     struct tas_app *app;
     uint32_t index;
@@ -75,6 +80,8 @@ struct tas_ctx {
     struct tas_listener *listeners;
     struct tas_conn *pending;    /* connections with counts to announce */
     struct tas_conn *dead;       /* handles to free at the next tas_poll */
+    struct tas_early *early;     /* updates for connections not yet delivered */
+    uint32_t n_early, cap_early;
 };
 
 const char *tas_version(void) { return "0.1.0"; }
@@ -286,12 +293,14 @@ int tas_ctx_fd(const struct tas_ctx *c) { return c->efd; }
 
 static uint32_t map_slot(const struct tas_ctx *c, uint32_t flow) { return (flow * 0x9e3779b1u) & (c->map_size - 1); }
 
-static struct tas_conn *map_get(const struct tas_ctx *c, uint32_t flow)
+/* A flow id names a new connection once tasd reuses the slot, while the
+ * app may still hold the old one: the generation tells them apart. */
+static struct tas_conn *map_get(const struct tas_ctx *c, uint32_t flow, uint32_t gen)
 {
     for (uint32_t i = map_slot(c, flow);; i = (i + 1) & (c->map_size - 1)) {
         if (c->map[i] == NULL)
             return NULL;
-        if (c->map[i]->flow == flow)
+        if (c->map[i]->flow == flow && c->map[i]->gen == gen)
             return c->map[i];
     }
 }
@@ -579,7 +588,7 @@ static struct tas_conn *conn_new(struct tas_ctx *c, uint32_t flow, uint32_t gen,
     uint32_t worker = flow >> TAS_FLOW_INDEX_BITS;
     if (worker >= a->nworkers || ci->rx_size == 0 || (ci->rx_size & (ci->rx_size - 1)) || ci->tx_size == 0 ||
         (ci->tx_size & (ci->tx_size - 1)) || ci->rx_off + ci->rx_size > a->size || ci->tx_off + ci->tx_size > a->size ||
-        ci->rx_off < a->hdr->buf_off || ci->tx_off < a->hdr->buf_off || map_get(c, flow) != NULL)
+        ci->rx_off < a->hdr->buf_off || ci->tx_off < a->hdr->buf_off || map_get(c, flow, gen) != NULL)
         return NULL;
     struct tas_conn *conn = calloc(1, sizeof *conn);
     if (conn == NULL)
@@ -623,10 +632,92 @@ static struct tas_listener *listener_by_id(struct tas_ctx *c, uint32_t id)
     return NULL;
 }
 
-/* Turn one entry from tasd into at most two events; returns how many. */
+/* What tasd says about a connection's buffers: the counts, then events for
+ * them (data, space, FIN) as room allows; returns how many. */
+static int apply_update(struct tas_conn *conn, uint32_t rx, uint32_t tx, int fin, struct tas_event *ev, int room)
+{
+    int n = 0;
+    if (conn->closed) { /* nobody will read it: free the space at once */
+        if (tx <= conn->tx_used)
+            conn->tx_used -= tx;
+        conn->rx_unsent_free += rx;
+        flush_or_defer(conn);
+        return 0;
+    }
+    if (rx <= conn->rx_size - conn->rx_ready)
+        conn->rx_ready += rx;
+    if (tx <= conn->tx_used)
+        conn->tx_used -= tx;
+    if (rx && n < room) {
+        ev[n++] = (struct tas_event){.type = TAS_EV_DATA, .conn = conn, .bytes = rx};
+    }
+    if (tx && n < room) {
+        ev[n++] = (struct tas_event){.type = TAS_EV_TX_SPACE, .conn = conn, .bytes = tx};
+    }
+    if (fin) {
+        conn->fin = 1;
+        if (n < room) {
+            ev[n++] = (struct tas_event){.type = TAS_EV_FIN, .conn = conn};
+        }
+    }
+    return n;
+}
+
+/* The workers' rings and the slowpath's are read separately, so a worker's
+ * first update for a connection can come before the slowpath's ACCEPTED or
+ * CONNECTED that introduces it: it waits here (merged per connection) for
+ * that, instead of being lost (also while connections wait in the accept
+ * queue).  At most one per connection tasd may hold for the app: beyond
+ * that, the oldest goes (its connection was never delivered). */
+static void early_add(struct tas_ctx *c, const struct tas_qe *e)
+{
+    for (uint32_t i = 0; i < c->n_early; i++) {
+        struct tas_early *x = &c->early[i];
+        if (x->flow == e->flow && x->gen == e->gen) {
+            x->rx += e->u.update.rx_bytes;
+            x->tx += e->u.update.tx_acked;
+            x->fin |= (e->flags & TAS_QF_FIN) != 0;
+            return;
+        }
+    }
+    if (c->n_early == c->cap_early) {
+        uint32_t cap = c->cap_early ? 2 * c->cap_early : 16;
+        if (cap > c->app->max_conns)
+            cap = c->app->max_conns;
+        struct tas_early *more = cap > c->cap_early ? realloc(c->early, cap * sizeof *more) : NULL;
+        if (more) {
+            c->early = more;
+            c->cap_early = cap;
+        } else if (c->n_early == 0) {
+            return;
+        } else {
+            memmove(c->early, c->early + 1, (c->n_early - 1) * sizeof *c->early);
+            c->n_early--;
+        }
+    }
+    c->early[c->n_early++] = (struct tas_early){e->flow, e->gen, e->u.update.rx_bytes, e->u.update.tx_acked,
+                                                (e->flags & TAS_QF_FIN) != 0};
+}
+
+static int early_take(struct tas_ctx *c, struct tas_conn *conn, struct tas_event *ev, int room)
+{
+    for (uint32_t i = 0; i < c->n_early; i++) {
+        struct tas_early x = c->early[i];
+        if (x.flow == conn->flow && x.gen == conn->gen) {
+            memmove(c->early + i, c->early + i + 1, (c->n_early - i - 1) * sizeof *c->early);
+            c->n_early--;
+            return apply_update(conn, x.rx, x.tx, x.fin, ev, room);
+        }
+    }
+    return 0;
+}
+
+/* Turn one entry from tasd into events, as many as room allows (at least
+ * three: data, space, FIN; or a new connection with what came before it);
+ * returns how many. */
 static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event *ev, int room)
 {
-    memset(ev, 0, sizeof *ev * (room < 2 ? room : 2));
+    memset(ev, 0, sizeof *ev * (room < 3 ? room : 3));
     switch (e->type) {
     case TAS_QE_LISTENED: {
         ev->type = TAS_EV_LISTENED;
@@ -657,7 +748,7 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         ev->listener = l;
         ev->cookie = l->cookie;
         ev->conn = conn;
-        return 1;
+        return 1 + early_take(c, conn, ev + 1, room - 1);
     }
     case TAS_QE_CONNECTED:
         ev->type = TAS_EV_CONNECTED;
@@ -667,11 +758,13 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
             ev->conn = conn_new(c, e->flow, e->gen, &e->u.res.conn);
             if (ev->conn == NULL)
                 ev->status = EPROTO;
+            else
+                return 1 + early_take(c, ev->conn, ev + 1, room - 1);
         }
         return 1;
     case TAS_QE_CONN_ERROR: {
-        struct tas_conn *conn = map_get(c, e->flow);
-        if (conn == NULL || conn->gen != e->gen)
+        struct tas_conn *conn = map_get(c, e->flow, e->gen);
+        if (conn == NULL)
             return 0;
         conn->error = e->u.res.status > 0 ? e->u.res.status : ECONNRESET;
         ev->type = TAS_EV_ERROR;
@@ -680,8 +773,8 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         return 1;
     }
     case TAS_QE_CLOSED: {
-        struct tas_conn *conn = map_get(c, e->flow);
-        if (conn == NULL || conn->gen != e->gen)
+        struct tas_conn *conn = map_get(c, e->flow, e->gen);
+        if (conn == NULL)
             return 0;
         ev->type = TAS_EV_CLOSED;
         ev->conn = conn;
@@ -691,43 +784,12 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         return 1;
     }
     case TAS_QE_FLOW_UPDATE: {
-        struct tas_conn *conn = map_get(c, e->flow);
-        if (conn == NULL || conn->gen != e->gen)
-            return 0;
-        int n = 0;
-        uint32_t rx = e->u.update.rx_bytes, tx = e->u.update.tx_acked;
-        if (conn->closed) { /* nobody will read it: free the space at once */
-            if (tx <= conn->tx_used)
-                conn->tx_used -= tx;
-            conn->rx_unsent_free += rx;
-            flush_or_defer(conn);
+        struct tas_conn *conn = map_get(c, e->flow, e->gen);
+        if (conn == NULL) { /* before its ACCEPTED or CONNECTED (another ring): keep it */
+            early_add(c, e);
             return 0;
         }
-        if (rx <= conn->rx_size - conn->rx_ready)
-            conn->rx_ready += rx;
-        if (tx <= conn->tx_used)
-            conn->tx_used -= tx;
-        if (rx && n < room) {
-            ev[n].type = TAS_EV_DATA;
-            ev[n].conn = conn;
-            ev[n].bytes = rx;
-            n++;
-        }
-        if (tx && n < room) {
-            ev[n].type = TAS_EV_TX_SPACE;
-            ev[n].conn = conn;
-            ev[n].bytes = tx;
-            n++;
-        }
-        if (e->flags & TAS_QF_FIN) {
-            conn->fin = 1;
-            if (n < room) {
-                ev[n].type = TAS_EV_FIN;
-                ev[n].conn = conn;
-                n++;
-            }
-        }
-        return n;
+        return apply_update(conn, e->u.update.rx_bytes, e->u.update.tx_acked, e->flags & TAS_QF_FIN, ev, room);
     }
     default:
         return 0;
@@ -736,7 +798,7 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
 
 static int drain(struct tas_ctx *c, struct tas_ring_cursor *cur, struct tas_event *events, int max, int *n)
 {
-    while (*n + 2 <= max) {
+    while (*n + 3 <= max) {
         struct tas_qe *slot = tas_ring_cons_slot(cur);
         if (slot == NULL)
             return 0;
@@ -751,8 +813,8 @@ static int drain(struct tas_ctx *c, struct tas_ring_cursor *cur, struct tas_even
 int tas_poll(struct tas_ctx *c, struct tas_event *events, int max)
 {
     int n = 0;
-    if (max < 2)
-        return -EINVAL; /* one entry can make two events */
+    if (max < 3)
+        return -EINVAL; /* one entry can make three events */
     while (c->dead) {
         struct tas_conn *conn = c->dead;
         c->dead = conn->next_dead;

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
 import ctypes
 import errno
@@ -34,6 +35,9 @@ log = logging.getLogger("tasd")
 
 REG_SIZE = ffi.sizeof("struct tas_reg_msg")
 FALLOC_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+# Answers a context may leave unread beyond its ring before they are dropped:
+# each connection brings a few (accepted, error, closed), each request one.
+BACKLOG_MAX = 1 << 16
 
 
 @dataclass
@@ -55,6 +59,7 @@ class AppContext:
         self._in = app.cursor(index, lib.TAS_RING_APP2SP)
         self._out = app.cursor(index, lib.TAS_RING_SP2APP)
         self._published = False
+        self.backlog: collections.deque = collections.deque()  # answers waiting for room in sp2app
         lib.tas_ring_cons_arm(self._in)  # the slowpath waits on the doorbell: ring it
 
     @property
@@ -77,10 +82,30 @@ class AppContext:
     def arm(self) -> bool:
         return bool(lib.tas_ring_cons_arm(self._in))
 
-    def send(self, qe_type: int, flow: int = 0, gen: int = 0, flags: int = 0, **res) -> bool:
+    def send(self, qe_type: int, flow: int = 0, gen: int = 0, flags: int = 0, after=None, **res) -> bool:
         """Queue an answer for the app (res: cookie, status, listener, and conn
         fields rx_off, tx_off, rx_size, tx_size, remote_ip, remote_port,
-        local_port); False if its ring is full."""
+        local_port).  What finds the ring full waits, in order, for flush(),
+        as does an answer whose `after` (a callable) says it may not go yet.
+        False only if the app has left BACKLOG_MAX answers unread."""
+        entry = (qe_type, flow, gen, flags, res, after)
+        if self.backlog or not self._put(entry):
+            if len(self.backlog) >= BACKLOG_MAX:
+                return False
+            self.backlog.append(entry)
+        return True
+
+    def flush(self) -> bool:
+        """Move waiting answers into the ring as the app makes room; True once
+        none waits."""
+        while self.backlog and self._put(self.backlog[0]):
+            self.backlog.popleft()
+        return not self.backlog
+
+    def _put(self, entry: tuple) -> bool:
+        qe_type, flow, gen, flags, res, after = entry
+        if after is not None and not after():
+            return False
         slot = lib.tas_ring_prod_slot(self._out)
         if slot == ffi.NULL:
             return False

@@ -47,6 +47,7 @@ class Flow:
     removing: bool = False
     failed: int = 0            # an errno if it could not be installed
     flow_id: int = 0           # what the app calls it (kept after the worker let it go)
+    added: int = 0             # its FLOW_ADD's number among the messages to its worker
 
     def __post_init__(self):
         if self.index >= 0:
@@ -90,6 +91,7 @@ class ConnectionManager:
         self.conn_owner: dict[int, tuple] = {}  # conn id -> (app id, ctx)
         self.listener_owner: dict[int, tuple] = {}
         self.pending: dict[IPv4Address, list] = {}  # neighbour -> frames waiting for its MAC
+        self.backlogged: set = set()            # app contexts with answers waiting for room
         self.stats = {"app_requests": 0, "app_bad_requests": 0, "app_limit": 0, "no_flow_slot": 0,
                       "arp_unresolved_drops": 0, "sp2app_full": 0, "events": 0}
 
@@ -114,7 +116,18 @@ class ConnectionManager:
         if not ctx.send(qe_type, **kw):
             self.stats["sp2app_full"] += 1
             log.warning("app %d context %d does not read its queue: dropped an answer", owner[0], owner[1])
+        if ctx.backlog:
+            self.backlogged.add(ctx)
         ctx.wake()
+
+    def flush(self) -> bool:
+        """Answers that waited for room in an app's ring go on; True once none
+        waits."""
+        for ctx in list(self.backlogged):
+            if ctx.flush() or ctx.app.id not in self.apps.apps:
+                self.backlogged.discard(ctx)
+            ctx.wake()
+        return not self.backlogged
 
     # ---- inputs: the wire ---------------------------------------------------------
     def segment(self, eth: EthernetFrame, now: float) -> None:
@@ -270,6 +283,7 @@ class ConnectionManager:
             f = self.flows.get(a.conn_id)
             if f is not None and not f.failed:
                 self._answer(a.owner, lib.TAS_QE_CONNECTED, flow=f.flow_id, gen=f.gen, cookie=a.cookie, status=0,
+                             after=self._after_install(f),
                              **self._conn_info(f))
             else:
                 self._answer(a.owner, lib.TAS_QE_CONNECTED, cookie=a.cookie,
@@ -309,6 +323,7 @@ class ConnectionManager:
         self.conn_owner[a.conn_id] = a.owner
         app.conns.add(a.conn_id)
         self._answer(a.owner, lib.TAS_QE_ACCEPTED, flow=f.flow_id, gen=f.gen, listener=a.listener_id,
+                     after=self._after_install(f),
                      **self._conn_info(f))
 
     def _conn_info(self, f: Flow) -> dict:
@@ -360,6 +375,14 @@ class ConnectionManager:
         c.rx_off, c.tx_off = app.buffers.offsets(slot)
         c.rx_size, c.tx_size = app.buffers.rx, app.buffers.tx
         self.workers[w].send(lib.TAS_MSG_FLOW_ADD, c)
+        f.added = self.workers[w].queued
+
+    def _after_install(self, f: Flow):
+        """For the answer that tells the app of f: none may go before f's
+        FLOW_ADD is in its worker's ring (the worker then finds the flow when
+        the app's first message comes)."""
+        w = self.workers[f.worker]
+        return None if w.pushed >= f.added else (lambda: w.pushed >= f.added)
 
     def _remove(self, f: Flow, rst: bool) -> None:
         f.removing = True

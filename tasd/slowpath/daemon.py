@@ -45,6 +45,7 @@ log = logging.getLogger("tasd")
 HUNG_AFTER_S = 2.0
 CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 14, 12, 13, 21, 39
 MIN_FRAME = 60  # Ethernet minimum without FCS: short frames are padded
+FLUSH_RETRY_S = 0.0005  # how soon messages that found a worker's ring full are tried again
 
 
 class StartError(Exception):
@@ -114,6 +115,7 @@ class Daemon:
         self.conns: ConnectionManager | None = None
         self.apps: AppRegistry | None = None
         self._tcp_handle = None
+        self._flush_handle = None
         self._stop: asyncio.Event | None = None
         self._control: ControlServer | None = None
 
@@ -415,15 +417,23 @@ class Daemon:
     def _send(self, frame: bytes, worker: int = 0) -> None:
         if len(frame) < MIN_FRAME:
             frame += bytes(MIN_FRAME - len(frame))
-        if self.workers[worker].region.send(lib.TAS_MSG_TX_FRAME, frame):
+        if self.workers[worker].try_send(lib.TAS_MSG_TX_FRAME, frame):
             self.stats["tx_frames"] += 1
         else:
             self.stats["tx_ring_full"] += 1
 
     def _flush_tx(self) -> None:
-        for w in self.workers:
-            if w.region.wake_needed():
-                w.wake()
+        """Wake the workers for what was queued; what waits for room in a
+        ring is tried again shortly (the workers do not say when they drain)."""
+        waiting = [w for w in self.workers if not w.flush()]
+        if self.conns is not None and not self.conns.flush():
+            waiting.append(self.conns)
+        if waiting and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_RETRY_S, self._flush_retry)
+
+    def _flush_retry(self) -> None:
+        self._flush_handle = None
+        self._flush_tx()
 
     # ---- ARP driver -------------------------------------------------------------
     def _arp_flush(self) -> None:
@@ -468,7 +478,10 @@ class Daemon:
         per_worker = [w.region.stats() for w in self.workers]
         total = _sum_stats(per_worker)
         return {"fastpath": total, "workers": per_worker,
-                "slowpath": {**self.stats, "arp": dict(self.arp.stats), "tcp": self.conns.describe(),
+                "slowpath": {**self.stats, "sp2fp_deferred": sum(w.deferred for w in self.workers),
+                             "sp2fp_waiting": sum(len(w.backlog) for w in self.workers),
+                             "sp2app_waiting": sum(len(c.backlog) for c in self.conns.backlogged),
+                             "arp": dict(self.arp.stats), "tcp": self.conns.describe(),
                              "apps": {**self.apps.stats, "registered_now": len(self.apps.apps),
                                       "memory_bytes": self.apps.memory_bytes()}}}
 

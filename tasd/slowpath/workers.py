@@ -4,7 +4,7 @@ request."""
 from __future__ import annotations
 
 import array
-import errno
+import collections
 import logging
 import os
 import socket
@@ -49,6 +49,9 @@ class WorkerProc:
         self.sock, self._worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.proc: subprocess.Popen | None = None
         self.pidfd = -1
+        self.backlog: collections.deque = collections.deque()  # messages waiting for room in sp2fp
+        self.deferred = 0  # how many had to wait
+        self.queued = self.pushed = 0  # messages sent, and of those in the ring: the k-th is there once pushed >= k
 
     def spawn(self, backend_fds: dict[str, int], capture: str | None) -> None:
         fds = {"region-fd": self.region.fd, "sp2fp-efd": self.sp2fp_efd, "fp2sp-efd": self.fp2sp_efd,
@@ -85,25 +88,50 @@ class WorkerProc:
     def wake(self) -> None:
         os.eventfd_write(self.sp2fp_efd, 1)
 
-    def send(self, msg_type: int, data=b"", arg: int = 0, **app_cmd) -> bool:
-        """A message for the worker, now (app_cmd: fields of struct
-        tas_app_cmd); False if its ring is full."""
+    def send(self, msg_type: int, data=b"", arg: int = 0, **app_cmd) -> None:
+        """A message for the worker (app_cmd: fields of struct tas_app_cmd),
+        never lost: what finds the ring full waits, in order, in the backlog
+        that flush() sends on as the worker makes room."""
         if app_cmd:
             c = ffi.new("struct tas_app_cmd *")
             for k, v in app_cmd.items():
                 setattr(c, k, v)
             data = c
-        ok = self.region.send(msg_type, data, arg)
-        if ok and self.region.wake_needed():
+        if isinstance(data, ffi.CData):
+            data = ffi.buffer(data)[:]
+        self.queued += 1
+        if self.backlog or not self.region.send(msg_type, data, arg):
+            self.backlog.append((msg_type, data, arg))
+            self.deferred += 1
+            return
+        self.pushed += 1
+        if self.region.wake_needed():
             self.wake()
-        return ok
+
+    def try_send(self, msg_type: int, data: bytes, arg: int = 0) -> bool:
+        """A message that may be dropped (a frame: TCP sends it again): False
+        if it cannot go now without overtaking the backlog."""
+        if self.backlog or not self.region.send(msg_type, data, arg):
+            return False
+        self.queued += 1
+        self.pushed += 1
+        return True
+
+    def flush(self) -> bool:
+        """Send on what waits in the backlog, wake the worker if it sleeps;
+        True once nothing waits."""
+        while self.backlog and self.region.send(*self.backlog[0]):
+            self.backlog.popleft()
+            self.pushed += 1
+        if self.region.wake_needed():
+            self.wake()
+        return not self.backlog
 
     def send_fd(self, msg_type: int, fd: int, **app_cmd) -> None:
         """Hand fd to the worker, then the command that names it (the worker
         reads the fd when it meets the command)."""
         self.sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-        if not self.send(msg_type, **app_cmd):
-            raise OSError(errno.EAGAIN, f"worker {self.index}'s ring is full")
+        self.send(msg_type, **app_cmd)
 
     def request_stop(self) -> None:
         self.region.shm.stop = 1

@@ -877,6 +877,10 @@ void fp_tcp_app_msg(struct fp_worker *w, struct fp_app *a, const struct tas_qe *
     struct tas_flow *f = NULL;
     if (t && (e->flow >> TAS_FLOW_INDEX_BITS) == w->shm->worker_id && index < t->max_flows)
         f = &t->flows[index];
+    /* The app heard of the flow from the slowpath after the slowpath queued
+     * it for us: if it is not here yet, its FLOW_ADD waits in our ring. */
+    while (f != NULL && (f->state == TAS_FLOW_FREE || f->gen != e->gen) && fp_worker_poll_sp(w, 1))
+        ;
     if (f != NULL && f->state == TAS_FLOW_FREE) {
         w->st->app_stale_msgs++;
         return;

@@ -416,11 +416,13 @@ static int sp_message(struct fp_worker *w, const struct tas_msg *m)
     }
 }
 
-static unsigned poll_sp(struct fp_worker *w)
+unsigned fp_worker_poll_sp(struct fp_worker *w, int flows_only)
 {
     unsigned n;
     struct tas_msg *m;
     for (n = 0; n < FP_BATCH && (m = tas_ring_cons_slot(&w->sp2fp)) != NULL; n++) {
+        if (flows_only && (m->type == TAS_MSG_APP_ADD || m->type == TAS_MSG_APP_REMOVE || m->type == TAS_MSG_CTX_ADD))
+            break; /* not while an app's messages are being read: it may go */
         if (m->len > TAS_RING_DATA_MAX || sp_message(w, m) != 0)
             w->st->sp_bad_msgs++;
         tas_ring_cons_release(&w->sp2fp, m);
@@ -434,7 +436,7 @@ unsigned fp_worker_poll(struct fp_worker *w, uint64_t now_ns)
 {
     w->now = now_ns;
     fp_tcp_clock(w);
-    unsigned work = poll_sp(w);
+    unsigned work = fp_worker_poll_sp(w, 0);
     work += poll_rx(w);
     work += fp_app_poll(w);
     fp_tcp_poll(w);

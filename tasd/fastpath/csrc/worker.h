@@ -79,6 +79,9 @@ void fp_tx_flush(struct fp_worker *w);
 
 /* Report a flow event to the slowpath (queued if its ring is full). */
 void fp_flow_event(struct fp_worker *w, const struct tas_flow_event *ev);
+/* Carry out what the slowpath queued (a batch; flows_only: up to the first
+ * message about apps); returns how many messages. */
+unsigned fp_worker_poll_sp(struct fp_worker *w, int flows_only);
 
 /* The app and context a message from an app is checked against. */
 struct fp_app *fp_app_get(struct fp_worker *w, uint32_t app_id);
