@@ -11,7 +11,11 @@ from e2e import finish, linux, linux_server, tasd_client, tasd_server
 from tools.impair import ImpairConfig
 
 SIZE = 100_000_000
-MAX_GAP = 1.5  # seconds: 0.2 + 0.4 + 0.8 of backed-off RTOs, with room
+MAX_GAP = 1.5  # seconds, tasd sending: 0.2 + 0.4 + 0.8 of backed-off RTOs, with room
+# Linux sending: it needs its RTO more often (its probe and recovery differ),
+# and at 5% loss of data and ACKs four in a row (0.2 + 0.4 + 0.8 + 1.6 s)
+# happen somewhere in 100 MB
+MAX_GAP_LINUX = 3.2
 
 CASES = [
     pytest.param({"loss": 0.01}, "dropped_loss", id="loss-1%"),
@@ -33,7 +37,7 @@ def test_100mb_each_way_through_impairment(make_testbed, impairment, counter):
     (s,) = finish(srv, timeout=120)
     assert c["end"] == "fin" and c["tx_bytes"] == SIZE
     assert s["rx_bytes"] == SIZE and s["rx_sha256"] == c["tx_sha256"] and s["fin"]
-    assert s["max_gap"] < MAX_GAP, s
+    assert s["max_gap"] < MAX_GAP_LINUX, s
 
     # a client on tasd sends to Linux
     sink = linux_server(tb, "sink", 7101)
