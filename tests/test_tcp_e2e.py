@@ -197,3 +197,13 @@ def test_app_killed_resets_its_connections_and_returns_memory(tasd):
     (c,) = linux(tb, "source", tb.tasd_ip, 7061, 100_000)
     assert c["rx_sha256"] == c["tx_sha256"]
     finish(srv2)
+
+
+def test_app_learns_tasd_address_at_registration(tasd):
+    """The sockets layer decides with it which connections tasd carries."""
+    code = ("from tasd.libtas import App\n"
+            "with App.open(name='addr') as a:\n"
+            "    iface, gw = a.address\n"
+            "    print(iface, gw)\n")
+    out = tasd.run_app(PY, "-c", code).stdout.split()
+    assert out == [f"{tasd.tb.tasd_ip}/{tasd.tb.PREFIX_LEN}", "None"]

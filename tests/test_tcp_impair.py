@@ -12,10 +12,10 @@ from tools.impair import ImpairConfig
 
 SIZE = 100_000_000
 MAX_GAP = 1.5  # seconds, tasd sending: 0.2 + 0.4 + 0.8 of backed-off RTOs, with room
-# Linux sending: it needs its RTO more often (its probe and recovery differ),
-# and at 5% loss of data and ACKs four in a row (0.2 + 0.4 + 0.8 + 1.6 s)
-# happen somewhere in 100 MB
-MAX_GAP_LINUX = 3.2
+# Linux sending (cubic): at 5% loss of data and ACKs it needs ~120 RTOs for
+# 100 MB whether tasd or the kernel receives (measured: 118 and 123), and
+# chains of four or five in a row (0.2 + 0.4 + 0.8 + 1.6 + 3.2 s) happen
+MAX_GAP_LINUX = 6.5
 
 CASES = [
     pytest.param({"loss": 0.01}, "dropped_loss", id="loss-1%"),

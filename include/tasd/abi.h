@@ -30,7 +30,7 @@ typedef __u64 uint64_t;
 #endif
 
 #define TAS_ABI_MAGIC 0x54415344
-#define TAS_ABI_VERSION 1
+#define TAS_ABI_VERSION 2
 #define TAS_CACHELINE 64
 
 /* ------------------------------------------------------------------------
@@ -618,7 +618,9 @@ struct tas_reg_msg {
     uint32_t nworkers;       /* WELCOME: worker doorbells that follow */
     uint64_t region_size;    /* WELCOME */
     uint32_t max_conns;      /* WELCOME: this app's connection limit */
-    uint32_t _pad0;
+    uint32_t ip;             /* WELCOME: tasd's address (network byte order) */
+    uint32_t gateway;        /* WELCOME: its gateway (network byte order), 0 if none */
+    uint32_t prefix_len;     /* WELCOME: its network's prefix length */
     char name[64];           /* HELLO: the app's name, for operators */
     char error[128];         /* REFUSED: one line */
 };
@@ -667,7 +669,7 @@ _Static_assert(sizeof(struct tas_app_hdr) % TAS_CACHELINE == 0, "app header size
 _Static_assert(sizeof(struct tas_flow) % 8 == 0, "flow alignment");
 _Static_assert(sizeof(struct tas_flow_params) <= TAS_RING_DATA_MAX, "flow params fit a message");
 _Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");
-_Static_assert(sizeof(struct tas_reg_msg) == 240, "registration message");
+_Static_assert(sizeof(struct tas_reg_msg) == 248, "registration message");
 #endif
 
 #endif /* TASD_ABI_H */

@@ -60,6 +60,9 @@ TAS_EXPORT int tas_app_open(const char *socket_path, const char *name, struct ta
 TAS_EXPORT void tas_app_close(struct tas_app *app);
 /* The largest number of connections tasd allows this app. */
 TAS_EXPORT uint32_t tas_app_max_conns(const struct tas_app *app);
+/* tasd's address and network (prefix length), and its gateway (0: none);
+ * addresses in network byte order. */
+TAS_EXPORT void tas_app_address(const struct tas_app *app, uint32_t *ip, uint32_t *prefix_len, uint32_t *gateway);
 
 TAS_EXPORT int tas_ctx_open(struct tas_app *app, struct tas_ctx **ctx);
 /* A descriptor that polls readable when tas_wait would return (for event

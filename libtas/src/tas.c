@@ -31,6 +31,7 @@ struct tas_app {
     uint64_t size;
     const struct tas_app_hdr *hdr;
     uint32_t app_id, nworkers, nctx, max_conns, next_ctx;
+    uint32_t ip, gateway, prefix_len; /* tasd's address (network byte order) */
     int sp_doorbell;
     int fp_doorbell[TAS_MAX_WORKERS];
 };
@@ -89,6 +90,13 @@ const char *tas_version(void) { return "0.1.0"; }
 uint32_t tas_abi_version(void) { return TAS_ABI_VERSION; }
 
 uint32_t tas_app_max_conns(const struct tas_app *app) { return app->max_conns; }
+
+void tas_app_address(const struct tas_app *app, uint32_t *ip, uint32_t *prefix_len, uint32_t *gateway)
+{
+    *ip = app->ip;
+    *prefix_len = app->prefix_len;
+    *gateway = app->gateway;
+}
 
 /* ---- registration ------------------------------------------------------------------ */
 
@@ -196,6 +204,9 @@ int tas_app_open(const char *socket_path, const char *name, struct tas_app **out
     a->nworkers = m.nworkers;
     a->nctx = a->hdr->nctx;
     a->max_conns = m.max_conns;
+    a->ip = m.ip;
+    a->gateway = m.gateway;
+    a->prefix_len = m.prefix_len;
     a->sp_doorbell = fds[1];
     for (uint32_t i = 0; i < m.nworkers; i++)
         a->fp_doorbell[i] = fds[2 + i];

@@ -56,6 +56,16 @@ class App:
     def max_conns(self) -> int:
         return lib.tas_app_max_conns(self._p)
 
+    @property
+    def address(self) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address | None]:
+        """tasd's address with its network, and its gateway (None if none)."""
+        ip, plen, gw = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("uint32_t *")
+        lib.tas_app_address(self._p, ip, plen, gw)
+
+        def addr(v):
+            return ipaddress.IPv4Address(v.to_bytes(4, sys.byteorder))
+        return ipaddress.IPv4Interface(f"{addr(ip[0])}/{plen[0]}"), addr(gw[0]) if gw[0] else None
+
     def context(self) -> "Context":
         out = ffi.new("struct tas_ctx **")
         _check(lib.tas_ctx_open(self._p, out))

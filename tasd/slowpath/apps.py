@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tasd.fastpath.binding import ffi, lib
+from tasd.fastpath.binding import ffi, ipv4_be, lib
 
 log = logging.getLogger("tasd")
 
@@ -239,8 +239,12 @@ class AppRegistry:
     """The app socket and the apps behind it."""
 
     def __init__(self, path: str, workers: list, limits: AppLimits, sp_doorbell: int,
-                 on_gone: Callable[[App], None], mode: int = 0o666):
+                 on_gone: Callable[[App], None], mode: int = 0o666, address=None, gateway=None):
         self.path = Path(path)
+        # what apps learn of tasd's address at registration (the sockets layer
+        # decides with it which connections tasd carries)
+        self.identity = {"ip": ipv4_be(address.ip) if address else 0, "gateway": ipv4_be(gateway) if gateway else 0,
+                         "prefix_len": address.network.prefixlen if address else 0}
         self.workers = workers
         self.limits = limits
         self.sp_doorbell = sp_doorbell
@@ -335,7 +339,8 @@ class AppRegistry:
         self.apps[app_id] = app
         fds = [app.fd, self.sp_doorbell] + [w.doorbell_efd for w in self.workers]
         conn.sendmsg([_reg(lib.TAS_REG_WELCOME, app_id=app_id, nctx=self.limits.contexts,
-                           nworkers=len(self.workers), region_size=app.size, max_conns=self.limits.max_conns)],
+                           nworkers=len(self.workers), region_size=app.size, max_conns=self.limits.max_conns,
+                           **self.identity)],
                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         self.stats["registered"] += 1
         log.info("app %d registered: %s (pid %d, uid %d)", app_id, app.name, pid, uid)

@@ -252,7 +252,8 @@ class Daemon:
                            tx_buffer=c["app.tx_buffer"], contexts=c["app.contexts"],
                            ring_entries=c["app.ring_entries"], max_apps=c["app.max_apps"])
         self.apps = AppRegistry(c["app_socket"], self.workers, limits, self._sp_doorbell,
-                                on_gone=lambda app: self.conns.app_gone(app, loop.time()))
+                                on_gone=lambda app: self.conns.app_gone(app, loop.time()),
+                                address=self.address, gateway=c["gateway"])
         self.conns = ConnectionManager(self.stack, self.workers, self.apps, self.arp, self.mac, self.ip,
                                        self.network, c["gateway"], self._send, self._arp_flush, loop.time)
         loop.add_reader(self._sp_doorbell, self._on_app_requests)
