@@ -60,3 +60,12 @@ def make_testbed(request):
 @pytest.fixture
 def testbed(make_testbed):
     return make_testbed()
+
+
+@pytest.fixture
+def tasd(make_testbed):
+    """A testbed with tasd on it, ready for apps (t.tb is the testbed)."""
+    tb = make_testbed()
+    t = tb.start_tasd().wait_ready()
+    t.tb = tb
+    return t

@@ -15,14 +15,6 @@ import pytest
 from e2e import GIB, PY, finish, linux, linux_server, tasd_client, tasd_server, tcp_stats, wait_line
 
 
-@pytest.fixture
-def tasd(make_testbed):
-    """A testbed with tasd on it, ready for apps."""
-    tb = make_testbed()
-    t = tb.start_tasd().wait_ready()
-    t.tb = tb
-    return t
-
 
 # ---- bulk both ways ------------------------------------------------------------------
 

@@ -20,7 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "tas.h"
+#include "internal.h"
 #include "tasd/abi.h"
 #include "tasd/ring.h"
 
@@ -546,6 +546,29 @@ ssize_t tas_recv(struct tas_conn *conn, void *buf, size_t len)
     flush_or_defer(conn);
     return n;
 }
+
+/* For the sockets layer (internal.h). */
+size_t tas_peek_(const struct tas_conn *conn, void *buf, size_t len, size_t off)
+{
+    if (off >= conn->rx_ready)
+        return 0;
+    uint32_t n = (uint32_t)(len < conn->rx_ready - off ? len : conn->rx_ready - off);
+    uint32_t pos = (conn->rx_pos + (uint32_t)off) & (conn->rx_size - 1);
+    uint32_t first = conn->rx_size - pos < n ? conn->rx_size - pos : n;
+    memcpy(buf, conn->rx + pos, first);
+    memcpy((uint8_t *)buf + first, conn->rx, n - first);
+    return n;
+}
+
+int tas_conn_fin_(const struct tas_conn *conn) { return conn->fin; }
+
+int tas_conn_error_(const struct tas_conn *conn) { return conn->error; }
+
+size_t tas_tx_used_(const struct tas_conn *conn) { return conn->tx_used; }
+
+size_t tas_tx_size_(const struct tas_conn *conn) { return conn->tx_size; }
+
+size_t tas_rx_size_(const struct tas_conn *conn) { return conn->rx_size; }
 
 int tas_shutdown(struct tas_conn *conn)
 {

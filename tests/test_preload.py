@@ -1,0 +1,223 @@
+"""Unmodified programs on tasd through tasd-run (LD_PRELOAD of libtas, the
+sockets layer of docs/sockets.md), against the Linux kernel's TCP in the
+other namespace.  Each run is bounded in time and checks its data."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+RUN = os.path.join(os.path.dirname(sys.executable), "tasd-run")
+SIZE = 5_000_000
+
+
+
+@pytest.fixture
+def payload(tmp_path):
+    path = tmp_path / "payload.bin"
+    path.write_bytes(os.urandom(SIZE))
+    return path
+
+
+def on_tasd(t, *argv, **kw) -> subprocess.Popen:
+    """A program under tasd-run in tasd's namespace."""
+    return t.app(RUN, "--socket", t.app_socket, *map(str, argv), **kw)
+
+
+def run_on_tasd(t, *argv, timeout=60, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(t.tb.netns_argv(t.tb.ns_tasd, [RUN, "--socket", t.app_socket, *map(str, argv)]),
+                          capture_output=True, timeout=timeout, **kw)
+
+
+def wait_listening(t, port: int, timeout: float = 10) -> None:
+    """Until tasd has a listener on port (the program on tasd is ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if t.ctl("stats")["slowpath"]["tcp"].get("tcp_listeners_now", 0) > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on tasd port {port}")
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_socat_server_on_tasd_receives_a_file(tasd, payload, tmp_path):
+    out = tmp_path / "out.bin"
+    srv = on_tasd(tasd, "socat", "-u", "TCP-LISTEN:7200,reuseaddr", f"OPEN:{out},creat,trunc",
+                  stderr=subprocess.PIPE)
+    wait_listening(tasd, 7200)
+    tasd.tb.run(tasd.tb.ns_peer, "socat", "-u", f"OPEN:{payload}", f"TCP:{tasd.tb.tasd_ip}:7200", timeout=60)
+    assert srv.wait(timeout=20) == 0, srv.stderr.read()
+    assert sha(out) == sha(payload)
+    assert tasd.ctl("stats")["fastpath"]["tcp_rx_segs"] > SIZE // 1448  # it came through tasd
+
+
+def test_socat_client_on_tasd_half_closes_and_reads_the_echo(tasd, payload):
+    """socat sends a file, shuts down writing, and reads the echo to its end."""
+    echo = tasd.tb.popen(tasd.tb.ns_peer, "socat", "TCP-LISTEN:7201,reuseaddr", "EXEC:cat")
+    time.sleep(0.3)
+    try:
+        r = run_on_tasd(tasd, "socat", "-t", "10", "-", f"TCP:{tasd.tb.peer_ip}:7201", input=payload.read_bytes())
+    finally:
+        echo.kill()
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(r.stdout).hexdigest() == sha(payload)
+
+
+def test_nc_on_tasd_receives_a_file_closed_by_half_close(tasd, payload, tmp_path):
+    out = tmp_path / "out.bin"
+    with open(out, "wb") as f:
+        srv = on_tasd(tasd, "nc", "-l", "7204", stdout=f, stderr=subprocess.PIPE)
+        wait_listening(tasd, 7204)
+        tasd.tb.run(tasd.tb.ns_peer, "sh", "-c", f"nc -N {tasd.tb.tasd_ip} 7204 < {payload}", timeout=60)
+        assert srv.wait(timeout=20) == 0, srv.stderr.read()
+    assert sha(out) == sha(payload)
+
+
+def test_python_http_server_on_tasd_serves_curl(tasd, payload, tmp_path):
+    """ThreadingHTTPServer: the listener polled by one thread, each request
+    answered by another."""
+    srv = on_tasd(tasd, sys.executable, "-m", "http.server", "-d", payload.parent, "--bind", "0.0.0.0", "7202",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(tasd, 7202)
+        for i in range(5):
+            got = tmp_path / f"got{i}.bin"
+            r = tasd.tb.run(tasd.tb.ns_peer, "curl", "-sS", "-m", "20", "-o", got, "-w", "%{http_code}",
+                            f"http://{tasd.tb.tasd_ip}:7202/{payload.name}", check=False, timeout=30)
+            assert (r.returncode, r.stdout) == (0, "200"), r.stderr
+            assert sha(got) == sha(payload)
+    finally:
+        srv.kill()
+
+
+LOCAL_ONLY = r"""
+import socket, sys
+# loopback TCP and UDP stay the kernel's
+srv = socket.create_server(("127.0.0.1", 0))
+c = socket.create_connection(srv.getsockname())
+a, _ = srv.accept()
+c.sendall(b"ping")
+assert a.recv(4) == b"ping"
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+u.sendto(b"udp", u.getsockname())
+assert u.recv(3) == b"udp"
+# so does the kernel's own address in this namespace
+k = socket.create_server((sys.argv[1], 0))
+c2 = socket.create_connection(k.getsockname())
+k.accept()[0].sendall(b"k")
+assert c2.recv(1) == b"k"
+print("ok")
+"""
+
+
+def test_loopback_udp_and_kernel_addresses_pass_through(tasd):
+    r = run_on_tasd(tasd, sys.executable, "-c", LOCAL_ONLY, tasd.tb.kernel_ip, text=True)
+    assert (r.returncode, r.stdout.strip()) == (0, "ok"), r.stderr
+    assert tasd.ctl("apps")["apps"] == []  # it never needed tasd
+
+
+CONNECT_PEER = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(b"hello")
+s.shutdown(socket.SHUT_WR)
+print(s.recv(100).decode())
+"""
+
+
+def test_tasd_run_without_tasd_fails_clearly_or_falls_back(make_testbed, tmp_path):
+    """No tasd: a clear line and exit 1, at once; or the kernel's TCP with
+    --fallback kernel."""
+    tb = make_testbed()
+    echo = tb.popen(tb.ns_peer, "socat", "TCP-LISTEN:7205,reuseaddr,fork", "EXEC:cat")
+    time.sleep(0.3)
+    nowhere = str(tmp_path / "no-tasd.sock")
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run(tb.netns_argv(tb.ns_tasd, [RUN, "--socket", nowhere, sys.executable, "-c", CONNECT_PEER,
+                                                      tb.peer_ip, "7205"]),
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "tasd does not answer" in r.stderr, r.stderr
+        assert time.monotonic() - t0 < 5
+        r = subprocess.run(tb.netns_argv(tb.ns_tasd, [RUN, "--socket", nowhere, "--fallback", "kernel",
+                                                      sys.executable, "-c", CONNECT_PEER, tb.peer_ip, "7205"]),
+                           capture_output=True, text=True, timeout=30)
+        assert (r.returncode, r.stdout.strip()) == (0, "hello"), r.stderr
+    finally:
+        echo.kill()
+
+
+def iperf3_gbps(out: str) -> float:
+    j = json.loads(out)
+    assert "error" not in j, j["error"]
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+@pytest.mark.parametrize("args", [[], ["-R"], ["-P", "4"]], ids=["forward", "reverse", "4-streams"])
+def test_iperf3_server_on_tasd(tasd, args):
+    srv = on_tasd(tasd, "iperf3", "-s", "-p", "7302", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_listening(tasd, 7302)
+    r = tasd.tb.run(tasd.tb.ns_peer, "iperf3", "-c", tasd.tb.tasd_ip, "-p", "7302", "-t", "2", "-J", *args,
+                    timeout=60, check=False)
+    assert iperf3_gbps(r.stdout) > 0.1, r.stdout[-2000:]
+    assert srv.wait(timeout=10) == 0, srv.stderr.read()
+
+
+@pytest.mark.parametrize("args", [[], ["-R"], ["-P", "4"]], ids=["forward", "reverse", "4-streams"])
+def test_iperf3_client_on_tasd(tasd, args):
+    srv = tasd.tb.popen(tasd.tb.ns_peer, "iperf3", "-s", "-p", "7301", "-1", stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        r = run_on_tasd(tasd, "iperf3", "-c", tasd.tb.peer_ip, "-p", "7301", "-t", "2", "-J", *args, text=True)
+        assert iperf3_gbps(r.stdout) > 0.1, r.stdout[-2000:] + r.stderr
+    finally:
+        srv.kill()
+
+
+def test_curl_on_tasd_downloads_100mb_from_nginx_on_linux(tasd, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    big = www / "big.bin"
+    big.write_bytes(os.urandom(100_000_000))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""daemon off; user root; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;
+events {{ worker_connections 256; }}
+http {{ access_log off; sendfile on; client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path};
+       fastcgi_temp_path {tmp_path}; uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
+       server {{ listen 7300; root {www}; }} }}
+""")
+    ngx = tasd.tb.popen(tasd.tb.ns_peer, "nginx", "-c", conf, "-p", tmp_path)
+    time.sleep(0.5)
+    got = tmp_path / "got.bin"
+    try:
+        r = run_on_tasd(tasd, "curl", "-fsS", "-m", "60", "-o", got, f"http://{tasd.tb.peer_ip}:7300/big.bin",
+                        timeout=90, text=True)
+    finally:
+        ngx.kill()
+    assert r.returncode == 0, r.stderr
+    assert sha(got) == sha(big)
+
+
+def test_redis_server_on_tasd_with_redis_benchmark(tasd):
+    srv = on_tasd(tasd, "redis-server", "--port", "7303", "--save", "", "--appendonly", "no",
+                  "--protected-mode", "no", stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(tasd, 7303)
+        r = tasd.tb.run(tasd.tb.ns_peer, "redis-benchmark", "-h", tasd.tb.tasd_ip, "-p", "7303", "-t", "set,get",
+                        "-c", "50", "-P", "16", "-n", "200000", "--csv", timeout=120)
+        rows = {line.split(",")[0].strip('"'): float(line.split(",")[1].strip('"'))
+                for line in r.stdout.splitlines()[1:] if line.count(",") >= 1}
+        assert rows.get("SET", 0) > 1000 and rows.get("GET", 0) > 1000, r.stdout
+        check = tasd.tb.run(tasd.tb.ns_peer, "redis-cli", "-h", tasd.tb.tasd_ip, "-p", "7303", "DBSIZE", timeout=10)
+        assert int(check.stdout.strip()) >= 1
+    finally:
+        srv.kill()
