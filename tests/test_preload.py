@@ -221,3 +221,88 @@ def test_redis_server_on_tasd_with_redis_benchmark(tasd):
         assert int(check.stdout.strip()) >= 1
     finally:
         srv.kill()
+
+
+def test_memcached_4_threads_on_tasd_with_memcslap_and_memccapable(tasd):
+    srv = on_tasd(tasd, "memcached", "-u", "root", "-p", "7304", "-U", "0", "-t", "4", "-l", "0.0.0.0",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(tasd, 7304)
+        r = tasd.tb.run(tasd.tb.ns_peer, "memcslap", f"--servers={tasd.tb.tasd_ip}:7304", "--concurrency=8",
+                        "--execute-number=2000", timeout=120)
+        assert "Time to set" in r.stdout, r.stdout + r.stderr
+        r = tasd.tb.run(tasd.tb.ns_peer, "memccapable", "-h", tasd.tb.tasd_ip, "-p", "7304", timeout=120,
+                        check=False)
+        assert r.returncode == 0 and "All tests passed" in r.stdout, r.stdout[-3000:] + r.stderr
+    finally:
+        srv.kill()
+
+
+def test_sockperf_server_on_tasd_ping_pong_and_throughput(tasd):
+    srv = on_tasd(tasd, "sockperf", "server", "--tcp", "-p", "7305", stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(tasd, 7305)
+        r = tasd.tb.run(tasd.tb.ns_peer, "sockperf", "ping-pong", "--tcp", "-i", tasd.tb.tasd_ip, "-p", "7305",
+                        "-t", "2", timeout=60)
+        assert "Summary: Latency is" in r.stdout + r.stderr, r.stdout + r.stderr
+        r = tasd.tb.run(tasd.tb.ns_peer, "sockperf", "throughput", "--tcp", "-i", tasd.tb.tasd_ip, "-p", "7305",
+                        "-t", "2", timeout=60)
+        assert "Summary: Message Rate is" in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        srv.kill()
+
+
+UV_SERVER = r"""
+import asyncio, uvloop
+async def handle(r, w):
+    while data := await r.read(65536):
+        w.write(data)
+        await w.drain()
+    w.close()
+async def main():
+    await asyncio.start_server(handle, "0.0.0.0", 7306)
+    print("listening", flush=True)
+    await asyncio.sleep(120)
+uvloop.run(main())
+"""
+
+UV_CLIENT = r"""
+import asyncio, os, sys, uvloop
+async def one():
+    r, w = await asyncio.open_connection(sys.argv[1], 7306)
+    data = os.urandom(200_000)
+    w.write(data)
+    await w.drain()
+    w.write_eof()
+    got = b""
+    while chunk := await r.read(65536):
+        got += chunk
+    w.close()
+    return got == data
+async def main():
+    print(sum(await asyncio.gather(*[one() for _ in range(20)])), flush=True)
+uvloop.run(main())
+"""
+
+
+def test_asyncio_on_uvloop_echo_server_on_tasd(tasd):
+    """libuv registers fds in epoll through io_uring when it can: tasd-run
+    refuses io_uring, and libuv falls back to epoll_ctl."""
+    srv = on_tasd(tasd, sys.executable, "-c", UV_SERVER, stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "listening"
+        r = tasd.tb.run(tasd.tb.ns_peer, sys.executable, "-c", UV_CLIENT, tasd.tb.tasd_ip, timeout=60)
+        assert r.stdout.strip() == "20", r.stderr
+    finally:
+        srv.kill()
+
+
+def test_asyncio_on_uvloop_echo_client_on_tasd(tasd):
+    srv = tasd.tb.popen(tasd.tb.ns_peer, sys.executable, "-c", UV_SERVER, stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "listening"
+        r = run_on_tasd(tasd, sys.executable, "-c", UV_CLIENT, tasd.tb.peer_ip, text=True)
+        assert r.stdout.strip() == "20", r.stderr
+    finally:
+        srv.kill()

@@ -20,6 +20,7 @@
 #include <sys/select.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +50,8 @@ static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
 static int (*real_pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
 static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
 static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
+static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+static long (*real_syscall)(long, ...);
 
 static void *next_sym(const char *name)
 {
@@ -98,6 +101,8 @@ static void resolve(void)
     R(real_pselect, "pselect");
     R(real_epoll_wait, "epoll_wait");
     R(real_sendfile, "sendfile");
+    R(real_epoll_pwait2, "epoll_pwait2");
+    R(real_syscall, "syscall");
 #undef R
 }
 
@@ -675,4 +680,65 @@ EXPORT int epoll_wait(int epfd, struct epoll_event *events, int max, int timeout
     if (ts_owns(epfd))
         return ts_epoll_wait(epfd, events, max, timeout, NULL);
     return real_epoll_wait(epfd, events, max, timeout);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int max, const struct timespec *t, const sigset_t *mask)
+{
+    READY();
+    if (ts_owns(epfd))
+        return ts_epoll_wait(epfd, events, max, timespec_ms(t), mask);
+    return real_epoll_pwait2(epfd, events, max, t, mask);
+}
+
+/* ---- the raw entry ---- */
+
+/* Runtimes that make system calls through syscall(2) reach the same
+ * dispatch.  io_uring is refused (ENOSYS): its rings would carry socket
+ * operations past libtas (libuv, for one, then falls back to epoll_ctl). */
+EXPORT long syscall(long nr, ...)
+{
+    READY();
+    va_list ap;
+    va_start(ap, nr);
+    long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
+    long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
+    va_end(ap);
+    switch (nr) {
+    case SYS_io_uring_setup:
+        errno = ENOSYS;
+        return -1;
+    case SYS_read: return read((int)a, (void *)b, (size_t)c);
+    case SYS_write: return write((int)a, (const void *)b, (size_t)c);
+    case SYS_readv: return readv((int)a, (const struct iovec *)b, (int)c);
+    case SYS_writev: return writev((int)a, (const struct iovec *)b, (int)c);
+    case SYS_close: return close((int)a);
+    case SYS_dup: return dup((int)a);
+    case SYS_dup2: return dup2((int)a, (int)b);
+    case SYS_dup3: return dup3((int)a, (int)b, (int)c);
+    case SYS_fcntl: return fcntl((int)a, (int)b, c);
+    case SYS_ioctl: return ioctl((int)a, (unsigned long)b, (void *)c);
+    case SYS_bind: return bind((int)a, (const struct sockaddr *)b, (socklen_t)c);
+    case SYS_listen: return listen((int)a, (int)b);
+    case SYS_connect: return connect((int)a, (const struct sockaddr *)b, (socklen_t)c);
+    case SYS_accept: return accept((int)a, (struct sockaddr *)b, (socklen_t *)c);
+    case SYS_accept4: return accept4((int)a, (struct sockaddr *)b, (socklen_t *)c, (int)d);
+    case SYS_shutdown: return shutdown((int)a, (int)b);
+    case SYS_getsockname: return getsockname((int)a, (struct sockaddr *)b, (socklen_t *)c);
+    case SYS_getpeername: return getpeername((int)a, (struct sockaddr *)b, (socklen_t *)c);
+    case SYS_getsockopt: return getsockopt((int)a, (int)b, (int)c, (void *)d, (socklen_t *)e);
+    case SYS_setsockopt: return setsockopt((int)a, (int)b, (int)c, (const void *)d, (socklen_t)e);
+    case SYS_sendto:
+        return sendto((int)a, (const void *)b, (size_t)c, (int)d, (const struct sockaddr *)e, (socklen_t)f);
+    case SYS_recvfrom: return recvfrom((int)a, (void *)b, (size_t)c, (int)d, (struct sockaddr *)e, (socklen_t *)f);
+    case SYS_sendmsg: return sendmsg((int)a, (const struct msghdr *)b, (int)c);
+    case SYS_recvmsg: return recvmsg((int)a, (struct msghdr *)b, (int)c);
+    case SYS_poll: return poll((struct pollfd *)a, (nfds_t)b, (int)c);
+    case SYS_ppoll:
+        return ppoll((struct pollfd *)a, (nfds_t)b, (const struct timespec *)c, (const sigset_t *)d);
+    case SYS_epoll_ctl: return epoll_ctl((int)a, (int)b, (int)c, (struct epoll_event *)d);
+    case SYS_epoll_wait: return epoll_wait((int)a, (struct epoll_event *)b, (int)c, (int)d);
+    case SYS_epoll_pwait: return epoll_pwait((int)a, (struct epoll_event *)b, (int)c, (int)d, (const sigset_t *)e);
+    case SYS_close_range: return close_range((unsigned)a, (unsigned)b, (int)c);
+    default: return real_syscall(nr, a, b, c, d, e, f);
+    }
 }
