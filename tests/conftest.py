@@ -34,11 +34,9 @@ def _require_root():
         pytest.fail("integration tests need root (network namespaces, XDP): run ./dev test as root")
 
 
-@pytest.fixture
-def make_testbed(request):
-    """Factory: make_testbed(**Testbed kwargs) -> a running Testbed, torn down
-    after the test.  If the test failed, the logs of the tasd processes it
-    started are printed, so that pytest shows them with the failure."""
+def _testbeds(failed):
+    """A factory of running Testbeds, and their teardown: the logs of their
+    tasd processes are printed if failed() says so."""
     _require_root()
     beds: list[Testbed] = []
 
@@ -47,14 +45,28 @@ def make_testbed(request):
         return beds[-1]
 
     yield make
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     for tb in beds:
         for t in tb.tasds:
             if t.proc.poll() is None:
                 t.stop()
-            if failed:
+            if failed():
                 print(f"--- tasd log ({t.log_path.name}):\n{t.output}")
         tb.down()
+
+
+@pytest.fixture
+def make_testbed(request):
+    """Factory: make_testbed(**Testbed kwargs) -> a running Testbed, torn down
+    after the test.  If the test failed, the logs of the tasd processes it
+    started are printed, so that pytest shows them with the failure."""
+    yield from _testbeds(lambda: getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed)
+
+
+@pytest.fixture(scope="module")
+def make_testbed_module(request):
+    """make_testbed for a module's tests that share one testbed (their logs
+    are printed if any of them failed)."""
+    yield from _testbeds(lambda: request.session.testsfailed > 0)
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ struct tsock {
     /* connected */
     struct tas_conn *c;
     int err;                  /* pending error (SO_ERROR, the next call) */
+    int async_connect;        /* connected after EINPROGRESS, not yet confirmed by connect() */
     int err_done;             /* the connection's error was reported */
     int shut_rd, shut_wr;
     unsigned gen;             /* bumped at each wakeup (edge-triggered epoll) */
@@ -670,8 +671,12 @@ int ts_connect(int fd, const struct sockaddr *addr, socklen_t len)
     }
     if (s != NULL) {
         switch (s->state) {
+        case S_FAILED: /* Linux: the error once (unless SO_ERROR took it), then unconnected */
+            rc = fail(s->err ? s->err : ECONNABORTED);
+            s->err = 0;
+            s->state = S_BOUND;
+            break;
         case S_BOUND:
-        case S_FAILED:
             if (!tasd_reaches(dip)) {
                 rc = fail(ENETUNREACH);
                 break;
@@ -691,6 +696,7 @@ int ts_connect(int fd, const struct sockaddr *addr, socklen_t len)
                 break;
             }
             if (s->nonblock) {
+                s->async_connect = 1;
                 rc = fail(EINPROGRESS);
                 break;
             }
@@ -714,8 +720,9 @@ int ts_connect(int fd, const struct sockaddr *addr, socklen_t len)
         case S_CONNECTING:
             rc = fail(EALREADY);
             break;
-        case S_CONNECTED:
-            rc = fail(EISCONN);
+        case S_CONNECTED: /* Linux: once 0 after an asynchronous connect, then EISCONN */
+            rc = s->async_connect ? 0 : fail(EISCONN);
+            s->async_connect = 0;
             break;
         case S_LISTEN_WAIT:
         case S_LISTENING:
@@ -827,18 +834,22 @@ static short sock_revents(struct tsock *s)
         return POLLOUT | POLLWRNORM | POLLHUP; /* as Linux answers for an unconnected TCP socket */
     case S_LISTENING:
         return s->qlen ? POLLIN | POLLRDNORM : 0;
-    case S_FAILED:
-        return POLLOUT | POLLWRNORM | POLLHUP | (s->err ? POLLERR : 0);
+    case S_FAILED: /* as Linux after a refused or timed-out connect */
+        return POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM | POLLHUP | (s->err ? POLLERR : 0);
     case S_CONNECTED: {
         short m = 0;
         int err = tas_conn_error_(s->c);
         int fin = tas_conn_fin_(s->c);
         if (tas_rx_ready(s->c) || fin || err || s->shut_rd)
             m |= POLLIN | POLLRDNORM;
-        if (fin)
-            m |= POLLRDHUP;
-        if (s->shut_wr || err || tas_tx_space(s->c) > 0)
-            m |= POLLOUT | POLLWRNORM; /* a write would not block (it may fail) */
+        if (fin || err)
+            m |= POLLRDHUP; /* a reset shuts both ways */
+        /* writable, as Linux says it: free space at least half of what is
+         * queued (so a full buffer does not flap on every ACK), or a write
+         * would fail at once */
+        size_t space = tas_tx_space(s->c);
+        if (s->shut_wr || err || (space > 0 && space >= tas_tx_used_(s->c) / 2))
+            m |= POLLOUT | POLLWRNORM;
         if (err && !s->err_done)
             m |= POLLERR;
         if (err || (fin && s->shut_wr))
