@@ -177,6 +177,7 @@ def case_peer_reset(c: Case):
 def case_send_after_shutdown(c: Case):
     s = c.connect("echo")
     s.shutdown(socket.SHUT_WR)
+    time.sleep(WAIT)  # the peer's FIN comes back
     out = [err(s.send, b"x", socket.MSG_NOSIGNAL), revents(s, select.POLLOUT)]
     out.append(err(s.shutdown, socket.SHUT_RD))
     out.append(s.recv(10))
@@ -268,6 +269,88 @@ def case_blocking_send_fills_then_nonblocking_says_eagain(c: Case):
             break
         total += last
     out = [last, total > 65536, revents(s, select.POLLOUT)]
+    s.close()
+    return out
+
+
+def case_waitall_vectors_and_sendfile(c: Case):
+    import tempfile
+    s = c.connect("echo")
+    out = [s.sendmsg([b"ab", b"cd", b"ef"])]
+    buf1, buf2 = bytearray(3), bytearray(3)
+    out += [s.recvmsg_into([buf1, buf2], 0, socket.MSG_WAITALL)[0], bytes(buf1 + buf2)]
+    with tempfile.TemporaryFile() as f:
+        f.write(b"0123456789")
+        f.flush()
+        out.append(os.sendfile(s.fileno(), f.fileno(), 2, 5))
+    out.append(s.recv(5, socket.MSG_WAITALL))
+    w = os.writev(s.fileno(), [b"x", b"yz"])
+    out += [w, os.readv(s.fileno(), [bytearray(1), bytearray(2)])]
+    s.close()
+    return out
+
+
+def case_dup_keeps_the_connection(c: Case):
+    s = c.connect("echo")
+    d = os.dup(s.fileno())
+    s.close()
+    out = [os.write(d, b"dup"), os.read(d, 10)]
+    d2 = os.dup2(d, d + 10)
+    os.close(d)
+    out += [os.write(d2, b"2"), os.read(d2, 10), err(os.write, d, b"x")]
+    os.close(d2)
+    return out
+
+
+def case_receive_timeout(c: Case):
+    s = c.connect("echo")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 200000))
+    t0 = time.monotonic()
+    out = [err(s.recv, 10), 0.15 < time.monotonic() - t0 < 2]
+    out.append(struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)))
+    s.close()
+    return out
+
+
+def case_select_mixes_kernel_fds(c: Case):
+    s = c.connect("echo")
+    r, w = os.pipe()
+    out = [select.select([s, r], [], [], 0)[0] == []]
+    os.write(w, b"p")
+    out.append(select.select([s, r], [], [], 1)[0] == [r])
+    s.send(b"q")
+    time.sleep(WAIT)
+    ready = select.select([s, r], [s], [], 1)
+    out.append((sorted("pipe" if x == r else "socket" for x in ready[0]), len(ready[1])))
+    os.close(r)
+    os.close(w)
+    s.close()
+    return out
+
+
+def case_accept_flags_and_listener_options(c: Case):
+    lst = socket.create_server(("0.0.0.0", 0))
+    lport = lst.getsockname()[1]
+    out = [lst.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), lst.getsockname()[0],
+           err(lst.getpeername), err(lst.send, b"x"), err(lst.recv, 1)]
+    ctl = c.connect(f"connect {lport}")
+    a, _ = lst.accept()
+    import fcntl
+    out += [a.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), bool(fcntl.fcntl(a, fcntl.F_GETFL) & os.O_NONBLOCK)]
+    a.close()
+    ctl.close()
+    lst.close()
+    return out
+
+
+def case_shutdown_read_then_state(c: Case):
+    s = c.connect("send 10")
+    time.sleep(WAIT)
+    out = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]]  # CLOSE_WAIT
+    s.shutdown(socket.SHUT_RD)
+    out.append(err(s.recv, 100))
+    s.shutdown(socket.SHUT_WR)
+    out.append(revents(s))
     s.close()
     return out
 

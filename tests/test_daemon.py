@@ -195,9 +195,13 @@ def tasd_processes(tb, tasd) -> list[int]:
     return [tasd.proc.pid] + [w["pid"] for w in tasd.ctl("status")["workers"]]
 
 
-def memfds_named(prefix: str) -> list[str]:
+def memfds_named(prefix: str, tb) -> list[str]:
+    """Memfds named prefix* that processes in tb's namespaces hold (other
+    testbeds on the machine may have their own)."""
     found = []
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+    pids = {p for ns in (tb.ns_tasd, tb.ns_peer)
+            for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()}
+    for fd_dir in [Path(f"/proc/{pid}/fd") for pid in pids]:
         try:
             for fd in fd_dir.iterdir():
                 target = os.readlink(fd)
@@ -217,7 +221,7 @@ def test_sigterm_under_ping_flood_leaves_nothing_behind(testbed):
     shm_before = set(os.listdir("/dev/shm"))
     tasd = tb.start_tasd(cores=[0, 1]).wait_ready()
     pids = tasd_processes(tb, tasd)
-    assert xdp_attached(tb) and memfds_named("tasd-")
+    assert xdp_attached(tb) and memfds_named("tasd-", tb)
     flood = tb.popen(tb.ns_peer, "ping", "-f", tb.tasd_ip, stdout=subprocess.DEVNULL)
     time.sleep(1.5)
     assert tasd.ctl("stats")["fastpath"]["rx_icmp_echo"] > 1000
@@ -227,7 +231,7 @@ def test_sigterm_under_ping_flood_leaves_nothing_behind(testbed):
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} is still there"
     assert subprocess.run(["ip", "netns", "pids", tb.ns_tasd], capture_output=True, text=True).stdout.split() == []
     assert not xdp_attached(tb)
-    assert memfds_named("tasd-") == []
+    assert memfds_named("tasd-", tb) == []
     assert set(os.listdir("/dev/shm")) == shm_before
     assert not Path(tasd.socket).exists()
     assert "Traceback" not in tasd.output

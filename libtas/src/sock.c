@@ -919,7 +919,7 @@ ssize_t ts_recvmsg(int fd, struct msghdr *msg, int flags)
     int64_t deadline = deadline_of(&s->rcvtimeo);
     progress();
     for (;;) {
-        size_t ready = s->shut_rd ? 0 : tas_rx_ready(s->c);
+        size_t ready = tas_rx_ready(s->c); /* Linux: SHUT_RD still returns what had come */
         if (ready && got < want) {
             size_t pos = 0;
             if (flags & MSG_PEEK)
@@ -1043,8 +1043,8 @@ int ts_shutdown(int fd, int how)
     } else if (s->state == S_LISTENING && how != SHUT_WR) {
         /* Linux: shutting a listener's reading side stops it accepting */
         s->shut_rd = 1;
-    } else if (s->state != S_CONNECTED) {
-        rc = fail(ENOTCONN);
+    } else if (s->state != S_CONNECTED || (s->shut_wr && tas_conn_fin_(s->c) && tas_tx_used_(s->c) == 0)) {
+        rc = fail(ENOTCONN); /* Linux: both FINs exchanged, the socket is closed (TIME_WAIT) */
     } else {
         if (how != SHUT_WR)
             s->shut_rd = 1;
