@@ -49,6 +49,18 @@ def peer_connection(c: socket.socket) -> None:
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     elif cmd[0] == "hold":  # read nothing: the client's window fills
         time.sleep(float(cmd[1]))
+    elif cmd[0] == "probe":  # connect back, then say how the connection ended
+        time.sleep(WAIT / 3)
+        back = socket.create_connection((c.getpeername()[0], int(cmd[1])))
+        back.settimeout(5)
+        try:
+            end = "eof" if back.recv(10) == b"" else "data"
+        except ConnectionResetError:
+            end = "reset"
+        except OSError as e:
+            end = type(e).__name__
+        c.sendall(end.encode())
+        back.close()
     elif cmd[0] == "connect":  # connect back to the client's listener
         time.sleep(WAIT / 3)
         back = socket.create_connection((c.getpeername()[0], int(cmd[1])))
@@ -285,6 +297,7 @@ def case_waitall_vectors_and_sendfile(c: Case):
         out.append(os.sendfile(s.fileno(), f.fileno(), 2, 5))
     out.append(s.recv(5, socket.MSG_WAITALL))
     w = os.writev(s.fileno(), [b"x", b"yz"])
+    time.sleep(WAIT)  # all of the echo is there
     out += [w, os.readv(s.fileno(), [bytearray(1), bytearray(2)])]
     s.close()
     return out
@@ -340,6 +353,16 @@ def case_accept_flags_and_listener_options(c: Case):
     a.close()
     ctl.close()
     lst.close()
+    return out
+
+
+def case_listener_closed_with_a_connection_waiting(c: Case):
+    lst = socket.create_server(("0.0.0.0", 0))
+    ctl = c.connect(f"probe {lst.getsockname()[1]}")
+    time.sleep(WAIT)  # the peer's connection waits in the backlog
+    lst.close()
+    out = [ctl.recv(10)]
+    ctl.close()
     return out
 
 

@@ -48,6 +48,7 @@ struct tas_conn {
     uint32_t remote_ip;
     uint16_t remote_port, local_port;
     int fin, shut, closed, error;
+    int hidden;                  /* never shown to the app: no events for it */
     int want_shut, want_close, want_abort; /* requested, waiting for room in a ring */
     struct tas_conn *next_pending;
     int pending;
@@ -775,9 +776,14 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
     }
     case TAS_QE_ACCEPTED: {
         struct tas_listener *l = listener_by_id(c, e->u.res.listener);
-        struct tas_conn *conn = l ? conn_new(c, e->flow, e->gen, &e->u.res.conn) : NULL;
+        struct tas_conn *conn = conn_new(c, e->flow, e->gen, &e->u.res.conn);
         if (conn == NULL)
-            return 0; /* tasd resets it when the app goes; nothing to tell */
+            return 0; /* not a connection we can hold: tasd resets it when the app goes */
+        if (l == NULL) { /* its listener is closed: reset it now (the handle goes with CLOSED) */
+            conn->hidden = 1;
+            tas_abort(conn);
+            return 0;
+        }
         ev->type = TAS_EV_ACCEPTED;
         ev->listener = l;
         ev->cookie = l->cookie;
@@ -804,7 +810,7 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         ev->type = TAS_EV_ERROR;
         ev->conn = conn;
         ev->status = conn->error;
-        return 1;
+        return conn->hidden ? 0 : 1;
     }
     case TAS_QE_CLOSED: {
         struct tas_conn *conn = map_get(c, e->flow, e->gen);
@@ -815,7 +821,7 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         map_del(c, conn); /* nothing more for it; the memory goes at the next tas_poll */
         conn->next_dead = c->dead;
         c->dead = conn;
-        return 1;
+        return conn->hidden ? 0 : 1;
     }
     case TAS_QE_FLOW_UPDATE: {
         struct tas_conn *conn = map_get(c, e->flow, e->gen);
