@@ -306,3 +306,48 @@ def test_asyncio_on_uvloop_echo_client_on_tasd(tasd):
         assert r.stdout.strip() == "20", r.stderr
     finally:
         srv.kill()
+
+
+KEEPALIVE = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 7307))
+mode = sys.argv[2]
+if mode == "keepalive":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+else:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1500)
+print("connected", flush=True)
+sys.stdin.readline()  # the peer is gone now
+t0 = time.monotonic()
+try:
+    if mode != "keepalive":
+        s.send(b"x" * 1000)
+    s.recv(10)
+    print("no error", flush=True)
+except OSError as e:
+    print(e.errno == 110, round(time.monotonic() - t0, 1), flush=True)  # ETIMEDOUT
+"""
+
+
+@pytest.mark.parametrize("mode, low, high", [("keepalive", 1.5, 8), ("user-timeout", 1.0, 6)])
+def test_keepalive_and_user_timeout_end_a_dead_connection(tasd, mode, low, high):
+    """SO_KEEPALIVE with TCP_KEEPIDLE/INTVL/CNT, and TCP_USER_TIMEOUT, reach
+    tasd: when the peer vanishes the connection fails with ETIMEDOUT in time."""
+    tb = tasd.tb
+    peer = tb.popen(tb.ns_peer, "socat", "TCP-LISTEN:7307,reuseaddr", "SYSTEM:sleep 60")
+    time.sleep(0.3)
+    app = on_tasd(tasd, sys.executable, "-c", KEEPALIVE, tb.peer_ip, mode, stdin=subprocess.PIPE,
+                  stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "connected"
+        tb.run(tb.ns_peer, "ip", "link", "set", "dev", tb.peer_if, "down")
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        line = app.stdout.readline().split()
+        assert line[0] == "True" and low <= float(line[1]) <= high, line
+    finally:
+        app.kill()
+        peer.kill()

@@ -139,7 +139,8 @@ def main(argv=None) -> int:
                     mode = "source"
                     deadline_hold = time.monotonic() + args.hold
                 streams[ev.conn] = Stream(ev.conn, mode, args.send)
-                if not args.hold:
+                # a listener's --abort waits for the event of the data (that may have come already)
+                if not args.hold and not (args.abort and ev.type == EV_ACCEPTED):
                     streams[ev.conn].pump()
             elif ev.type in (EV_DATA, EV_TX_SPACE, EV_FIN):
                 s = streams.get(ev.conn)

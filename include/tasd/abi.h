@@ -30,7 +30,7 @@ typedef __u64 uint64_t;
 #endif
 
 #define TAS_ABI_MAGIC 0x54415344
-#define TAS_ABI_VERSION 2
+#define TAS_ABI_VERSION 3
 #define TAS_CACHELINE 64
 
 /* ------------------------------------------------------------------------
@@ -493,6 +493,7 @@ enum tas_qe_type {
     TAS_QE_CONNECT = 35,     /* req: cookie, ip, port, lport (0: ephemeral) */
     TAS_QE_CLOSE = 36,       /* flow, gen: the app is done with the flow */
     TAS_QE_ABORT = 37,       /* flow, gen: reset it */
+    TAS_QE_SETOPT = 38,      /* flow, gen, opt: keepalive and user timeout */
     /* slowpath -> app (sp2app) */
     TAS_QE_LISTENED = 48,    /* res: cookie, status, listener */
     TAS_QE_ACCEPTED = 49,    /* flow, gen, res: listener, conn */
@@ -536,6 +537,15 @@ struct tas_qe_req {
     uint32_t _pad0;
 };
 
+struct tas_qe_opt {
+    uint32_t keepalive;      /* SO_KEEPALIVE: 0 or 1 */
+    uint32_t keepidle_s;     /* TCP_KEEPIDLE, TCP_KEEPINTVL (seconds), TCP_KEEPCNT; 0: tasd's default */
+    uint32_t keepintvl_s;
+    uint32_t keepcnt;
+    uint32_t user_timeout_ms; /* TCP_USER_TIMEOUT; 0: count retries instead */
+    uint32_t _pad0;
+};
+
 struct tas_qe_res {
     uint64_t cookie;
     int32_t status;          /* 0 or a positive errno */
@@ -554,6 +564,7 @@ struct tas_qe {
         struct tas_qe_update update;
         struct tas_qe_req req;
         struct tas_qe_res res;
+        struct tas_qe_opt opt;
         uint8_t raw[48];
     } u;
 };

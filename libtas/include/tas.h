@@ -109,6 +109,13 @@ TAS_EXPORT int tas_close(struct tas_conn *c);
 /* Reset the connection now; the handle stays valid until TAS_EV_CLOSED. */
 TAS_EXPORT int tas_abort(struct tas_conn *c);
 
+/* Keepalive (on: probe after idle_s without traffic, every intvl_s, give up
+ * after cnt unanswered; 0 keeps tasd's default for each) and the user
+ * timeout (TCP_USER_TIMEOUT, ms; 0: count retries).  Never fails for lack of
+ * room in a queue; returns -EINVAL for a value tasd would refuse. */
+TAS_EXPORT int tas_set_options(struct tas_conn *c, int keepalive, uint32_t idle_s, uint32_t intvl_s, uint32_t cnt,
+                               uint32_t user_timeout_ms);
+
 /* Addresses: IPv4 in network byte order, ports in host byte order. */
 TAS_EXPORT void tas_conn_peer(const struct tas_conn *c, uint32_t *ip, uint16_t *port);
 TAS_EXPORT uint16_t tas_conn_local_port(const struct tas_conn *c);

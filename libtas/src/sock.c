@@ -229,6 +229,21 @@ static int tasd_reaches(uint32_t ip)
 
 /* ---- events ------------------------------------------------------------------------ */
 
+/* The options tasd applies per connection (keepalive, user timeout): sent
+ * when set on a connection, and when a connection starts with any set. */
+static void send_opts(struct tsock *s)
+{
+    if (s->state == S_CONNECTED && s->c)
+        tas_set_options(s->c, s->keepalive, (uint32_t)s->keepidle, (uint32_t)s->keepintvl, (uint32_t)s->keepcnt,
+                        (uint32_t)s->user_timeout);
+}
+
+static void start_opts(struct tsock *s)
+{
+    if (s->keepalive || s->user_timeout)
+        send_opts(s);
+}
+
 static void wake_sleepers(void)
 {
     if (sleepers > 0) {
@@ -301,6 +316,7 @@ static void handle(const struct tas_event *e)
             tas_conn_peer(s->c, &s->peer_ip, &s->peer_port);
             s->state = S_CONNECTED;
             s->gen++;
+            start_opts(s);
         }
         break;
     case TAS_EV_DATA:
@@ -430,6 +446,13 @@ static struct tsock *adopt(int fd)
     s->reuseaddr = getsockopt_int(fd, SOL_SOCKET, SO_REUSEADDR);
     s->reuseport = getsockopt_int(fd, SOL_SOCKET, SO_REUSEPORT);
     s->keepalive = getsockopt_int(fd, SOL_SOCKET, SO_KEEPALIVE);
+    s->user_timeout = getsockopt_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT);
+    if (getsockopt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE) != 7200) /* set by the program, not Linux's default */
+        s->keepidle = getsockopt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE);
+    if (getsockopt_int(fd, IPPROTO_TCP, TCP_KEEPINTVL) != 75)
+        s->keepintvl = getsockopt_int(fd, IPPROTO_TCP, TCP_KEEPINTVL);
+    if (getsockopt_int(fd, IPPROTO_TCP, TCP_KEEPCNT) != 9)
+        s->keepcnt = getsockopt_int(fd, IPPROTO_TCP, TCP_KEEPCNT);
     s->nodelay = getsockopt_int(fd, IPPROTO_TCP, TCP_NODELAY);
     s->rcvbuf = getsockopt_int(fd, SOL_SOCKET, SO_RCVBUF);
     s->sndbuf = getsockopt_int(fd, SOL_SOCKET, SO_SNDBUF);
@@ -814,10 +837,15 @@ int ts_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     /* Linux: an accepted socket inherits these from the listener */
     n->nodelay = s->nodelay;
     n->keepalive = s->keepalive;
+    n->keepidle = s->keepidle;
+    n->keepintvl = s->keepintvl;
+    n->keepcnt = s->keepcnt;
+    n->user_timeout = s->user_timeout;
     n->rcvbuf = s->rcvbuf;
     n->sndbuf = s->sndbuf;
     n->rcvlowat = n->sndlowat = 1;
     tas_conn_set_user(c, n);
+    start_opts(n);
     nobjs++;
     fill_addr(n->family, addr, len, n->peer_ip, n->peer_port);
     rc = nfd;
@@ -1362,8 +1390,10 @@ int ts_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 s->reuseaddr = v != 0;
             else if (name == SO_REUSEPORT)
                 s->reuseport = v != 0;
-            else if (name == SO_KEEPALIVE)
+            else if (name == SO_KEEPALIVE) {
                 s->keepalive = v != 0;
+                send_opts(s);
+            }
             else if (name == SO_RCVBUF) /* Linux doubles it (bookkeeping) */
                 s->rcvbuf = v < 1152 ? 2304 : 2 * v;
             else if (name == SO_SNDBUF)
@@ -1394,6 +1424,8 @@ int ts_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 break;
             }
             *(name == TCP_KEEPIDLE ? &s->keepidle : &s->keepintvl) = v;
+            if (s->keepalive)
+                send_opts(s);
             break;
         case TCP_KEEPCNT:
             if (v < 1 || v > 127) {
@@ -1401,6 +1433,8 @@ int ts_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 break;
             }
             s->keepcnt = v;
+            if (s->keepalive)
+                send_opts(s);
             break;
         case TCP_USER_TIMEOUT:
             if (v < 0) {
@@ -1408,6 +1442,7 @@ int ts_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 break;
             }
             s->user_timeout = v;
+            send_opts(s);
             break;
         case TCP_DEFER_ACCEPT: s->defer_accept = v; break;
         case TCP_MAXSEG: s->maxseg = v; break;

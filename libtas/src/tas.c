@@ -50,6 +50,8 @@ struct tas_conn {
     int fin, shut, closed, error;
     int hidden;                  /* never shown to the app: no events for it */
     int want_shut, want_close, want_abort; /* requested, waiting for room in a ring */
+    int want_opt;
+    struct tas_qe_opt opt;
     struct tas_conn *next_pending;
     int pending;
     struct tas_conn *next_dead;   /* CLOSED delivered: freed at the next tas_poll */
@@ -412,6 +414,14 @@ static int flush_conn(struct tas_conn *conn)
         conn->rx_unsent_free = 0;
     }
     memset(&e.u, 0, sizeof e.u);
+    if (conn->want_opt) {
+        e.type = TAS_QE_SETOPT;
+        e.u.opt = conn->opt;
+        if (push(&c->app2sp, c->app->sp_doorbell, &e) != 0)
+            return -EAGAIN;
+        conn->want_opt = 0;
+        memset(&e.u, 0, sizeof e.u);
+    }
     if (conn->want_shut) {
         e.type = TAS_QE_SHUT_WR;
         if (push(fp, bell, &e) != 0)
@@ -576,6 +586,20 @@ int tas_shutdown(struct tas_conn *conn)
     if (conn->shut || conn->closed)
         return 0;
     conn->shut = conn->want_shut = 1;
+    flush_or_defer(conn);
+    return 0;
+}
+
+int tas_set_options(struct tas_conn *conn, int keepalive, uint32_t idle_s, uint32_t intvl_s, uint32_t cnt,
+                    uint32_t user_timeout_ms)
+{
+    if (idle_s > 32767 || intvl_s > 32767 || cnt > 127 || user_timeout_ms > 0x7fffffffu)
+        return -EINVAL; /* Linux's bounds */
+    if (conn->closed)
+        return -EBADF;
+    conn->opt = (struct tas_qe_opt){.keepalive = keepalive != 0, .keepidle_s = idle_s, .keepintvl_s = intvl_s,
+                                    .keepcnt = cnt, .user_timeout_ms = user_timeout_ms};
+    conn->want_opt = 1;
     flush_or_defer(conn);
     return 0;
 }

@@ -197,6 +197,15 @@ class ConnectionManager:
                     app.listeners.discard(e.flow)
                 else:
                     self.stats["app_bad_requests"] += 1
+            elif t == lib.TAS_QE_SETOPT:
+                cid = self._conn_of_app(app, e.flow, e.gen)
+                if cid is None:
+                    self.stats["app_bad_requests"] += 1
+                else:
+                    o = e.u.opt
+                    self.stack.set_user_timeout(cid, o.user_timeout_ms / 1000 if o.user_timeout_ms else None)
+                    self.stack.set_keepalive(cid, bool(o.keepalive), o.keepidle_s or None, o.keepintvl_s or None,
+                                             o.keepcnt or None, now=now)
             elif t in (lib.TAS_QE_CLOSE, lib.TAS_QE_ABORT):
                 cid = self._conn_of_app(app, e.flow, e.gen)
                 if cid is None:
