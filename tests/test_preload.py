@@ -351,3 +351,85 @@ def test_keepalive_and_user_timeout_end_a_dead_connection(tasd, mode, low, high)
     finally:
         app.kill()
         peer.kill()
+
+
+def test_nginx_with_two_worker_processes_and_sendfile(tasd, payload, tmp_path):
+    """nginx listens, then forks its workers, which take the connections of
+    the listener they inherited (its master never accepts)."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""daemon off; user root; worker_processes 2; pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ worker_connections 256; }}
+http {{ access_log off; sendfile on; client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path};
+       fastcgi_temp_path {tmp_path}; uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
+       server {{ listen 7310; root {payload.parent}; }} }}
+""")
+    ngx = on_tasd(tasd, "nginx", "-c", conf, "-p", tmp_path, stderr=subprocess.PIPE)
+    try:
+        wait_listening(tasd, 7310)
+        url = f"http://{tasd.tb.tasd_ip}:7310/{payload.name}"
+        for i in range(4):
+            got = tmp_path / f"got{i}.bin"
+            tasd.tb.run(tasd.tb.ns_peer, "curl", "-fsS", "-m", "20", "-o", got, url, timeout=30)
+            assert sha(got) == sha(payload)
+        r = tasd.tb.run(tasd.tb.ns_peer, "wrk", "-t2", "-c16", "-d2s", url, timeout=30)
+        done = int(next(line.split()[0] for line in r.stdout.splitlines() if "requests in" in line))
+        assert done >= 16 and "Socket errors" not in r.stdout, r.stdout
+        (app,) = tasd.ctl("apps")["apps"]
+        assert app["name"] == "nginx" and app["contexts"] >= 3  # the master's, and each worker's
+    finally:
+        ngx.kill()
+
+
+PREFORK = r"""
+import os, signal, socket, sys, time
+lst = socket.create_server(("0.0.0.0", 7311), backlog=64)
+kids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:  # a worker: accept and echo, forever
+        while True:
+            c, _ = lst.accept()
+            while data := c.recv(65536):
+                c.sendall(data + str(os.getpid()).encode().rjust(8))
+            c.close()
+    kids.append(pid)
+print(" ".join(map(str, kids)), flush=True)
+signal.sigwait({signal.SIGTERM})
+for k in kids:
+    os.kill(k, signal.SIGKILL)
+"""
+
+ECHO_PIDS = r"""
+import socket, sys
+pids = set()
+for i in range(int(sys.argv[2])):
+    s = socket.create_connection((sys.argv[1], 7311), timeout=10)
+    s.sendall(b"x")
+    got = s.recv(100)
+    assert got.startswith(b"x"), got
+    pids.add(int(got[1:]))
+    s.close()
+print(" ".join(map(str, sorted(pids))))
+"""
+
+
+def test_preforked_workers_share_a_listener_and_one_dying_leaves_the_others(tasd):
+    """fork after listen: each child accepts from the listener it inherited;
+    when one is killed, the app and the others serve on."""
+    srv = on_tasd(tasd, sys.executable, "-c", PREFORK, stdout=subprocess.PIPE, text=True)
+    try:
+        kids = [int(p) for p in srv.stdout.readline().split()]
+        wait_listening(tasd, 7311)
+        r = tasd.tb.run(tasd.tb.ns_peer, sys.executable, "-c", ECHO_PIDS, tasd.tb.tasd_ip, "20", timeout=60)
+        served = {int(p) for p in r.stdout.split()}
+        assert served <= set(kids) and served, (served, kids)
+        os.kill(kids[0], 9)
+        time.sleep(0.5)
+        r = tasd.tb.run(tasd.tb.ns_peer, sys.executable, "-c", ECHO_PIDS, tasd.tb.tasd_ip, "10", timeout=60)
+        assert {int(p) for p in r.stdout.split()} == {kids[1]}
+        (app,) = tasd.ctl("apps")["apps"]
+        assert app["pid"] == srv.pid
+    finally:
+        srv.terminate()
+        srv.wait(timeout=10)

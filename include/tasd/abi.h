@@ -30,7 +30,7 @@ typedef __u64 uint64_t;
 #endif
 
 #define TAS_ABI_MAGIC 0x54415344
-#define TAS_ABI_VERSION 3
+#define TAS_ABI_VERSION 4
 #define TAS_CACHELINE 64
 
 /* ------------------------------------------------------------------------
@@ -72,6 +72,7 @@ enum tas_msg_type {
     TAS_MSG_APP_ADD = 7,         /* data: struct tas_app_cmd; the region's fd waits on the worker socket */
     TAS_MSG_APP_REMOVE = 8,      /* data: struct tas_app_cmd */
     TAS_MSG_CTX_ADD = 9,         /* data: struct tas_app_cmd; the context's eventfd waits on the socket */
+    TAS_MSG_FLOW_MOVE = 10,      /* data: struct tas_flow_cmd (flags: the app's context to notify now) */
     /* fastpath -> slowpath (fp2sp) */
     TAS_MSG_EXCEPTION = 16,      /* received frame handed to the slowpath; arg = enum tas_exc */
     TAS_MSG_FLOW_EVENT = 17,     /* data: struct tas_flow_event */
@@ -429,7 +430,7 @@ enum tas_probe_kind { TAS_PROBE_ZERO_WINDOW = 1, TAS_PROBE_KEEPALIVE = 2 };
 struct tas_flow_cmd {
     uint32_t index;
     uint32_t gen;
-    uint32_t flags;          /* REMOVE: TAS_FLOW_CMD_RST; PROBE: enum tas_probe_kind */
+    uint32_t flags;          /* REMOVE: TAS_FLOW_CMD_RST; PROBE: enum tas_probe_kind; MOVE: context */
     uint32_t timeout_us;     /* RETRANSMIT: the RTO to arm; PROBE: when to report again */
 };
 
@@ -588,7 +589,8 @@ struct tas_app_hdr {
     uint64_t ring_stride;    /* bytes of one context's rings */
     uint64_t buf_off;        /* flow buffers */
     uint64_t buf_size;
-    uint8_t _pad0[56];
+    uint64_t join_secret;    /* what a forked child shows to register as this app's process */
+    uint8_t _pad0[48];
 };
 
 /* Offset of a context's ring: which = TAS_RING_APP2SP, TAS_RING_SP2APP,
@@ -634,6 +636,7 @@ struct tas_reg_msg {
     uint32_t prefix_len;     /* WELCOME: its network's prefix length */
     char name[64];           /* HELLO: the app's name, for operators */
     char error[128];         /* REFUSED: one line */
+    uint64_t secret;         /* HELLO: nonzero to join app_id (a forked child): its join_secret */
 };
 
 /* ------------------------------------------------------------------------
@@ -680,7 +683,7 @@ _Static_assert(sizeof(struct tas_app_hdr) % TAS_CACHELINE == 0, "app header size
 _Static_assert(sizeof(struct tas_flow) % 8 == 0, "flow alignment");
 _Static_assert(sizeof(struct tas_flow_params) <= TAS_RING_DATA_MAX, "flow params fit a message");
 _Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");
-_Static_assert(sizeof(struct tas_reg_msg) == 248, "registration message");
+_Static_assert(sizeof(struct tas_reg_msg) == 256, "registration message");
 #endif
 
 #endif /* TASD_ABI_H */

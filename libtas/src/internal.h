@@ -26,6 +26,12 @@ size_t tas_tx_used_(const struct tas_conn *c);
 size_t tas_tx_size_(const struct tas_conn *c);
 size_t tas_rx_size_(const struct tas_conn *c);
 
+/* After fork, in the child: register as another process of the app. */
+int tas_app_join_(const struct tas_app *parent, struct tas_app **out);
+/* A handle in ctx for the app's listener id (inherited from the parent). */
+struct tas_listener *tas_listener_adopt_(struct tas_ctx *c, uint32_t id, uint16_t port);
+uint32_t tas_listener_id_(const struct tas_listener *l);
+
 /* ---- libc's own functions, past the interposition (interpose.c) ---- */
 
 struct libc_fns {

@@ -59,6 +59,8 @@ struct tsock {
     /* listening */
     struct tas_listener *l;
     int backlog;
+    int credit;               /* connections tasd may still hand us (tas_accept) */
+    uint32_t lid;             /* the listener's id (inherited across fork: adopted by the child) */
     struct tas_conn **q;      /* accepted by tasd, not yet by the program */
     int qhead, qlen, qcap;
     /* connected */
@@ -112,6 +114,7 @@ static int sleepers;          /* threads asleep on ctx_fd */
 static int nobjs;             /* live tasd sockets and epoll sets */
 static struct tsock *waiting; /* listen and connect in flight */
 static struct tep *eps;       /* epoll sets with tasd sockets */
+static struct tas_app *forked_from; /* after fork, in the child: the parent's registration, to join */
 static uint64_t next_cookie = 1;
 
 static struct tobj *obj_get(int fd)
@@ -287,8 +290,7 @@ static void handle(const struct tas_event *e)
         } else {
             s->l = e->listener;
             tas_listener_set_user(s->l, s);
-            s->state = S_LISTENING;
-            tas_accept(s->l, (uint32_t)s->backlog);
+            s->state = S_LISTENING; /* credit comes with interest: want_credit() */
         }
         break;
     case TAS_EV_ACCEPTED:
@@ -298,6 +300,8 @@ static void handle(const struct tas_event *e)
             break;
         }
         s->q[(s->qhead + s->qlen++) % s->qcap] = e->conn;
+        if (s->credit > 0)
+            s->credit--;
         s->gen++;
         break;
     case TAS_EV_CONNECTED:
@@ -332,9 +336,13 @@ static void handle(const struct tas_event *e)
     }
 }
 
+static void adopt_inherited(void);
+
 /* Take every event tasd has for us (lock held); returns how many. */
 static int progress(void)
 {
+    if (forked_from != NULL) /* the first use after fork: register as the app's process */
+        adopt_inherited();
     if (ctx == NULL)
         return 0;
     struct tas_event ev[64];
@@ -347,6 +355,19 @@ static int progress(void)
     if (total)
         wake_sleepers();
     return total;
+}
+
+/* A listener the process shows interest in (accept, poll or epoll for
+ * input) asks tasd for connections, up to a window; one nobody waits on
+ * asks for none, so that a process that never accepts (nginx's master, its
+ * workers sharing its listener after fork) leaves them to those that do. */
+static void want_credit(struct tsock *s)
+{
+    if (s->state != S_LISTENING || s->l == NULL || s->shut_rd || ctx == NULL)
+        return;
+    int target = s->backlog < 64 ? s->backlog : 64, have = s->credit + s->qlen;
+    if (have < target && tas_accept(s->l, (uint32_t)(target - have)) == 0)
+        s->credit = target - s->qlen;
 }
 
 static int64_t now_ms(void)
@@ -795,6 +816,7 @@ int ts_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         goto out;
     }
     progress();
+    want_credit(s);
     int64_t deadline = deadline_of(&s->rcvtimeo);
     while (s->qlen == 0) {
         if (s->nonblock) {
@@ -824,7 +846,7 @@ int ts_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     struct tas_conn *c = s->q[s->qhead];
     s->qhead = (s->qhead + 1) % s->qcap;
     s->qlen--;
-    tas_accept(s->l, 1);
+    want_credit(s);
     n->h.type = T_SOCK;
     n->h.refs = 1;
     n->family = s->family;
@@ -1536,6 +1558,8 @@ int ts_poll(struct pollfd *fds, nfds_t n, int timeout_ms, const sigset_t *sigmas
             struct tsock *s = sock_get(fds[i].fd);
             fds[i].revents = 0;
             if (s != NULL) {
+                if (fds[i].events & POLLIN)
+                    want_credit(s);
                 short m = sock_revents(s);
                 fds[i].revents = m & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
                 ready += fds[i].revents != 0;
@@ -1605,6 +1629,18 @@ int ts_poll(struct pollfd *fds, nfds_t n, int timeout_ms, const sigset_t *sigmas
 
 /* ---- epoll ------------------------------------------------------------------------- */
 
+/* The context's eventfd in the kernel set, so that epoll_wait wakes for tasd. */
+static int ep_attach_ctx(int epfd, struct tep *ep)
+{
+    if (ep->ctx_added || ctx == NULL)
+        return 0;
+    struct epoll_event cev = {.events = EPOLLIN, .data.u64 = CTX_TAG};
+    if (libc_.epoll_ctl(epfd, EPOLL_CTL_ADD, ctx_fd, &cev) != 0 && errno != EEXIST)
+        return -1;
+    ep->ctx_added = 1;
+    return 0;
+}
+
 static struct tep *ep_get(int epfd)
 {
     struct tobj *o = obj_get(epfd);
@@ -1657,13 +1693,10 @@ int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         eps = ep;
         nobjs++;
     }
-    if (!ep->ctx_added && ctx != NULL) {
-        struct epoll_event cev = {.events = EPOLLIN, .data.u64 = CTX_TAG};
-        if (libc_.epoll_ctl(epfd, EPOLL_CTL_ADD, ctx_fd, &cev) != 0 && errno != EEXIST) {
-            rc = -1;
-            goto out;
-        }
-        ep->ctx_added = 1;
+    progress(); /* (in a forked child, the first use joins the app: ctx comes now) */
+    if (ep_attach_ctx(epfd, ep) != 0) {
+        rc = -1;
+        goto out;
     }
     int i;
     for (i = 0; i < ep->n && ep->regs[i].fd != fd; i++)
@@ -1742,6 +1775,8 @@ static int ep_collect(struct tep *ep, struct epoll_event *out, int max)
         struct treg *r = &ep->regs[i];
         if (r->disabled)
             continue;
+        if (r->ev.events & EPOLLIN)
+            want_credit(r->s);
         uint32_t want = r->ev.events | EPOLLERR | EPOLLHUP;
         uint32_t got = to_epoll(sock_revents(r->s)) & want;
         if (!got)
@@ -1787,6 +1822,7 @@ int ts_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms,
             return rc;
         }
         progress();
+        ep_attach_ctx(epfd, ep);
         int n = ep_collect(ep, events, max);
         int armed, wait = sleeper_enter(n, deadline, &armed);
         pthread_mutex_unlock(&big);
@@ -1833,16 +1869,66 @@ static void after_fork_child(void)
     pthread_mutex_init(&big, NULL);
     for (int p = 0; p < FD_PAGES; p++) {
         struct tobj **page = fdtab[p];
-        for (int i = 0; page && i < FD_PAGE; i++)
-            if (page[i] && page[i]->type == T_SOCK)
-                ((struct tsock *)page[i])->state = S_ORPHAN;
+        for (int i = 0; page && i < FD_PAGE; i++) {
+            if (page[i] == NULL)
+                continue;
+            if (page[i]->type == T_EPOLL) { /* the set is shared with the parent; its tasd part was the parent's */
+                struct tep *ep = (struct tep *)page[i];
+                if (--ep->h.refs == 0) {
+                    free(ep->regs);
+                    free(ep);
+                    nobjs--;
+                }
+                page[i] = NULL;
+                continue;
+            }
+            struct tsock *s = (struct tsock *)page[i];
+            if (s->state == S_LISTENING && s->l) {
+                /* shared with the parent, as on Linux: the child takes
+                 * connections through a handle of its own (adopt_inherited) */
+                s->lid = tas_listener_id_(s->l);
+                s->l = NULL;
+                s->qlen = s->credit = 0; /* what was queued is the parent's */
+            } else {
+                s->state = S_ORPHAN; /* a connection stays the parent's (for now) */
+            }
+        }
     }
+    forked_from = init_state == 1 ? app : NULL;
     app = NULL;
     ctx = NULL;
     ctx_fd = -1;
     init_state = 0;
     sleepers = 0;
     waiting = NULL;
+    eps = NULL; /* the kernel's epoll sets are shared with the parent: ours start anew */
+}
+
+/* In the child, at its first use of tasd: join the parent's app, then take
+ * handles for the listeners it inherited (lock held). */
+static void adopt_inherited(void)
+{
+    struct tas_app *parent = forked_from;
+    forked_from = NULL;
+    int rc = tas_app_join_(parent, &app);
+    if (rc == 0 && (rc = tas_ctx_open(app, &ctx)) != 0)
+        app = NULL;
+    if (rc != 0) {
+        fprintf(stderr, "libtas: a forked process cannot join its app in tasd: %s\n", strerror(-rc));
+        init_state = -1;
+        return;
+    }
+    ctx_fd = tas_ctx_fd(ctx);
+    tas_app_address(app, &my_ip, &my_plen, &my_gw);
+    init_state = 1;
+    for (int p = 0; p < FD_PAGES; p++) {
+        struct tobj **page = fdtab[p];
+        for (int i = 0; page && i < FD_PAGE; i++) {
+            struct tsock *s = page[i] && page[i]->type == T_SOCK ? (struct tsock *)page[i] : NULL;
+            if (s && s->state == S_LISTENING && s->l == NULL && (s->l = tas_listener_adopt_(ctx, s->lid, s->port)))
+                tas_listener_set_user(s->l, s);
+        }
+    }
 }
 
 __attribute__((constructor)) static void sock_init(void) { pthread_atfork(NULL, NULL, after_fork_child); }

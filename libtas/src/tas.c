@@ -32,6 +32,7 @@ struct tas_app {
     const struct tas_app_hdr *hdr;
     uint32_t app_id, nworkers, nctx, max_conns, next_ctx;
     uint32_t ip, gateway, prefix_len; /* tasd's address (network byte order) */
+    int joined;                  /* a forked process that registered as this app's */
     int sp_doorbell;
     int fp_doorbell[TAS_MAX_WORKERS];
 };
@@ -121,6 +122,18 @@ static int send_reg(int sock, const struct tas_reg_msg *m, int fd)
     return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -errno;
 }
 
+/* A registration message of type, for app (0 before registration). */
+static struct tas_reg_msg reg_msg(uint32_t type, uint32_t app_id)
+{
+    struct tas_reg_msg m;
+    memset(&m, 0, sizeof m);
+    m.magic = TAS_ABI_MAGIC;
+    m.abi_version = TAS_ABI_VERSION;
+    m.type = type;
+    m.app_id = app_id;
+    return m;
+}
+
 /* One reply; its fds (up to max) go to fds, their count to *nfds. */
 static int recv_reg(int sock, struct tas_reg_msg *m, int *fds, int max, int *nfds)
 {
@@ -146,10 +159,8 @@ static int recv_reg(int sock, struct tas_reg_msg *m, int *fds, int max, int *nfd
         return -errno;
     if (n != (ssize_t)sizeof *m || m->magic != TAS_ABI_MAGIC)
         return -EPROTO;
-    if (m->type == TAS_REG_REFUSED) {
-        fprintf(stderr, "libtas: tasd refused: %.*s\n", (int)sizeof m->error, m->error);
+    if (m->type == TAS_REG_REFUSED)
         return -(m->status > 0 ? m->status : EPERM);
-    }
     return 0;
 }
 
@@ -176,14 +187,13 @@ int tas_app_open(const char *socket_path, const char *name, struct tas_app **out
         rc = -errno;
         goto fail;
     }
-    struct tas_reg_msg m;
-    memset(&m, 0, sizeof m);
-    m.magic = TAS_ABI_MAGIC;
-    m.abi_version = TAS_ABI_VERSION;
-    m.type = TAS_REG_HELLO;
+    struct tas_reg_msg m = reg_msg(TAS_REG_HELLO, 0);
     snprintf(m.name, sizeof m.name, "%s", name ? name : "");
-    if ((rc = send_reg(a->sock, &m, -1)) != 0 || (rc = recv_reg(a->sock, &m, fds, 2 + TAS_MAX_WORKERS, &nfds)) != 0)
+    if ((rc = send_reg(a->sock, &m, -1)) != 0 || (rc = recv_reg(a->sock, &m, fds, 2 + TAS_MAX_WORKERS, &nfds)) != 0) {
+        if (m.type == TAS_REG_REFUSED)
+            fprintf(stderr, "libtas: tasd refused: %.*s\n", (int)sizeof m.error, m.error);
         goto fail;
+    }
     if (m.type != TAS_REG_WELCOME || m.nworkers == 0 || m.nworkers > TAS_MAX_WORKERS || nfds != 2 + (int)m.nworkers) {
         rc = -EPROTO;
         goto fail;
@@ -226,6 +236,58 @@ fail:
     return rc;
 }
 
+/* After fork, in the child: register as another process of the parent's
+ * app (the region, the doorbells and the parent's handles are inherited;
+ * the parent's contexts are not to be touched). */
+int tas_app_join_(const struct tas_app *parent, struct tas_app **out)
+{
+    struct tas_app *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return -ENOMEM;
+    *a = *parent;
+    pthread_mutex_init(&a->lock, NULL);
+    a->joined = 1;
+    a->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    socklen_t len = sizeof sa;
+    int rc = 0, fds[1], nfds;
+    if (a->sock < 0 || getpeername(parent->sock, (struct sockaddr *)&sa, &len) < 0 ||
+        connect(a->sock, (struct sockaddr *)&sa, len) < 0) {
+        rc = -errno;
+    } else {
+        struct tas_reg_msg m = reg_msg(TAS_REG_HELLO, parent->app_id);
+        m.secret = parent->hdr->join_secret;
+        if ((rc = send_reg(a->sock, &m, -1)) == 0 && (rc = recv_reg(a->sock, &m, fds, 1, &nfds)) == 0 &&
+            (m.type != TAS_REG_WELCOME || m.app_id != parent->app_id))
+            rc = -EPROTO;
+    }
+    if (rc != 0) {
+        if (a->sock >= 0)
+            close(a->sock);
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+/* A handle in ctx for the app's listener id (a new one, or one inherited
+ * from the process this one was forked from). */
+struct tas_listener *tas_listener_adopt_(struct tas_ctx *c, uint32_t id, uint16_t port)
+{
+    struct tas_listener *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    l->ctx = c;
+    l->id = id;
+    l->port = port;
+    l->next = c->listeners;
+    c->listeners = l;
+    return l;
+}
+
+uint32_t tas_listener_id_(const struct tas_listener *l) { return l->id; }
+
 void tas_app_close(struct tas_app *a)
 {
     if (a == NULL)
@@ -265,21 +327,23 @@ int tas_ctx_open(struct tas_app *a, struct tas_ctx **out)
     c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int rc = c->map == NULL ? -ENOMEM : c->efd < 0 ? -errno : 0;
     pthread_mutex_lock(&a->lock);
-    if (rc == 0 && a->next_ctx >= a->nctx)
-        rc = -EMFILE; /* every context slot is in use */
-    if (rc == 0) {
+    /* slots are shared with processes forked from this one (or the one it
+     * was forked from): one taken meanwhile is refused, the next is tried */
+    for (int again = 1; rc == 0 && again;) {
+        if (a->next_ctx >= a->nctx) {
+            rc = -EMFILE; /* every context slot is in use */
+            break;
+        }
         c->index = a->next_ctx++;
-        struct tas_reg_msg m;
-        memset(&m, 0, sizeof m);
-        m.magic = TAS_ABI_MAGIC;
-        m.abi_version = TAS_ABI_VERSION;
-        m.type = TAS_REG_CTX_OPEN;
-        m.app_id = a->app_id;
+        struct tas_reg_msg m = reg_msg(TAS_REG_CTX_OPEN, a->app_id);
         m.ctx = c->index;
         int fds[1], nfds;
         if ((rc = send_reg(a->sock, &m, c->efd)) == 0 && (rc = recv_reg(a->sock, &m, fds, 1, &nfds)) == 0 &&
             m.type != TAS_REG_CTX_OPENED)
             rc = -EPROTO;
+        again = rc == -EINVAL;
+        if (again)
+            rc = 0;
     }
     pthread_mutex_unlock(&a->lock);
     if (rc == 0 && ((rc = cursor(c, &c->app2sp, TAS_RING_APP2SP)) == 0) &&
@@ -783,17 +847,12 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         ev->cookie = e->u.res.cookie;
         ev->status = e->u.res.status;
         if (ev->status == 0) {
-            struct tas_listener *l = calloc(1, sizeof *l);
+            struct tas_listener *l = tas_listener_adopt_(c, e->u.res.listener, e->u.res.conn.local_port);
             if (l == NULL) {
                 ev->status = ENOMEM;
                 return 1;
             }
-            l->ctx = c;
-            l->id = e->u.res.listener;
-            l->port = e->u.res.conn.local_port;
             l->cookie = e->u.res.cookie;
-            l->next = c->listeners;
-            c->listeners = l;
             ev->listener = l;
         }
         return 1;

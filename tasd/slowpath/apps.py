@@ -59,6 +59,7 @@ class AppContext:
         self._in = app.cursor(index, lib.TAS_RING_APP2SP)
         self._out = app.cursor(index, lib.TAS_RING_SP2APP)
         self._published = False
+        self.retired = False  # its process is gone
         self.backlog: collections.deque = collections.deque()  # answers waiting for room in sp2app
         lib.tas_ring_cons_arm(self._in)  # the slowpath waits on the doorbell: ring it
 
@@ -180,8 +181,13 @@ class App:
         if lib.fp_app_region_init(self.hdr, size, app_id, limits.contexts, nworkers, limits.ring_entries,
                                   buf_area) != 0:
             raise OSError(errno.EINVAL, "app region layout")
+        # a forked child shows it to register as another process of this app:
+        # only processes that map the region can read it
+        self.hdr.join_secret = int.from_bytes(os.urandom(8), "little") or 1
+        self.procs: dict[socket.socket, int] = {sock: pid}  # registration socket -> pid
         self.buffers = BufferPool(self.fd, self.hdr.buf_off, self.hdr.buf_size, limits.rx_buffer, limits.tx_buffer)
         self.contexts: dict[int, AppContext] = {}
+        self.ctx_proc: dict[int, socket.socket] = {}  # context -> the process (socket) that opened it
         self.conns: set[int] = set()        # conn ids owned by the app (the connection manager's)
         self.listeners: set[int] = set()
 
@@ -219,8 +225,9 @@ class App:
             self._map.close()
         with contextlib.suppress(OSError):
             os.close(self.fd)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        for sock in self.procs:
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 def _reg(msg_type: int, **fields) -> bytes:
@@ -252,7 +259,8 @@ class AppRegistry:
         self.mode = mode
         self.apps: dict[int, App] = {}
         self._sock: socket.socket | None = None
-        self.stats = {"registered": 0, "refused": 0, "gone": 0, "contexts": 0}
+        self.stats = {"registered": 0, "refused": 0, "gone": 0, "contexts": 0, "joined": 0}
+        self.on_proc_gone: Callable[[App, set], None] = lambda app, ctxs: None
 
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -293,8 +301,11 @@ class AppRegistry:
                 for fd in fds:
                     os.close(fd)
                 asyncio.get_running_loop().remove_reader(conn.fileno())
-                if holder[0] is not None:
-                    self._gone(holder[0])
+                app = holder[0]
+                if app is not None and len(app.procs) > 1:
+                    self._proc_gone(app, conn)
+                elif app is not None:
+                    self._gone(app)
                 else:
                     conn.close()
                 return
@@ -309,7 +320,10 @@ class AppRegistry:
 
     def _refuse(self, conn: socket.socket, err: int, why: str) -> None:
         self.stats["refused"] += 1
-        log.warning("app refused: %s", why)
+        if err == errno.EINVAL and "is not free" in why:  # processes of one app racing for a slot: they retry
+            log.debug("app refused: %s", why)
+        else:
+            log.warning("app refused: %s", why)
         with contextlib.suppress(OSError):
             conn.sendmsg([_reg(lib.TAS_REG_REFUSED, status=err, error=why)])
 
@@ -320,11 +334,14 @@ class AppRegistry:
         m = ffi.from_buffer("struct tas_reg_msg *", data)
         if m.magic != lib.TAS_ABI_MAGIC or m.abi_version != lib.TAS_ABI_VERSION:
             raise OSError(errno.EPROTO, f"ABI version {m.abi_version} is not tasd's {lib.TAS_ABI_VERSION}")
+        if m.type == lib.TAS_REG_HELLO and holder[0] is None and m.secret:
+            holder[0] = self._join(conn, m.app_id, m.secret)
+            return set()
         if m.type == lib.TAS_REG_HELLO and holder[0] is None:
             holder[0] = self._register(conn, ffi.string(m.name).decode(errors="replace"))
             return set()
         if m.type == lib.TAS_REG_CTX_OPEN and holder[0] is not None and len(fds) == 1:
-            self._open_context(holder[0], m.ctx, fds[0])
+            self._open_context(holder[0], m.ctx, fds[0], conn)
             return {fds[0]}
         raise OSError(errno.EPROTO, "unexpected registration message")
 
@@ -346,13 +363,43 @@ class AppRegistry:
         log.info("app %d registered: %s (pid %d, uid %d)", app_id, app.name, pid, uid)
         return app
 
-    def _open_context(self, app: App, index: int, efd: int) -> None:
+    def _join(self, conn: socket.socket, app_id: int, secret: int) -> App:
+        """A process forked from an app's registers as that app's (it has the
+        region mapped, so it shows the secret in its header)."""
+        app = self.apps.get(app_id)
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if app is None or secret != app.hdr.join_secret or uid != app.uid:
+            raise OSError(errno.EPERM, f"pid {pid} may not join app {app_id}")
+        app.procs[conn] = pid
+        conn.sendmsg([_reg(lib.TAS_REG_WELCOME, app_id=app.id, nctx=self.limits.contexts,
+                           nworkers=len(self.workers), region_size=app.size, max_conns=self.limits.max_conns,
+                           **self.identity)])
+        self.stats["joined"] += 1
+        log.info("app %d: pid %d joined (forked from it)", app.id, pid)
+        return app
+
+    def _proc_gone(self, app: App, conn: socket.socket) -> None:
+        """One of an app's processes is gone: its contexts' connections reset,
+        their listeners closed; the app stays for the others."""
+        pid = app.procs.pop(conn)
+        ctxs = {i for i, p in app.ctx_proc.items() if p is conn}
+        log.info("app %d: pid %d gone (%d context(s))", app.id, pid, len(ctxs))
+        self.on_proc_gone(app, ctxs)
+        for i in ctxs:
+            del app.ctx_proc[i]
+            app.contexts[i].retired = True  # its slot is not reused: the workers keep it
+        if app.sock is conn:
+            app.sock, app.pid = next(iter(app.procs.items()))
+        conn.close()
+
+    def _open_context(self, app: App, index: int, efd: int, conn: socket.socket) -> None:
         if index >= app.hdr.nctx or index in app.contexts:
             raise OSError(errno.EINVAL, f"context {index} is not free")
         app.contexts[index] = AppContext(app, index, efd)
+        app.ctx_proc[index] = conn
         for w in self.workers:
             w.send_fd(lib.TAS_MSG_CTX_ADD, efd, app_id=app.id, ctx=index)
-        app.sock.sendmsg([_reg(lib.TAS_REG_CTX_OPENED, app_id=app.id, ctx=index)])
+        conn.sendmsg([_reg(lib.TAS_REG_CTX_OPENED, app_id=app.id, ctx=index)])
         self.stats["contexts"] += 1
 
     def _gone(self, app: App) -> None:

@@ -92,6 +92,7 @@ class ConnectionManager:
         self.listener_owner: dict[int, tuple] = {}
         self.pending: dict[IPv4Address, list] = {}  # neighbour -> frames waiting for its MAC
         self.backlogged: set = set()            # app contexts with answers waiting for room
+        self.credit: dict[int, dict] = {}       # listener -> {owner context: connections it may take}
         self.stats = {"app_requests": 0, "app_bad_requests": 0, "app_limit": 0, "no_flow_slot": 0,
                       "arp_unresolved_drops": 0, "sp2app_full": 0, "events": 0}
 
@@ -186,7 +187,11 @@ class ConnectionManager:
                 self.conn_owner[cid] = owner
                 app.conns.add(cid)
             elif t == lib.TAS_QE_ACCEPT:
+                # any context of the listener's app may take its connections
+                # (processes forked from the one that listened share it)
                 if self.listener_owner.get(e.flow, (None,))[0] == app.id:
+                    credit = self.credit.setdefault(e.flow, {})
+                    credit[owner] = credit.get(owner, 0) + e.u.req.n
                     self.stack.accept_credit(e.flow, e.u.req.n)
                 else:
                     self.stats["app_bad_requests"] += 1
@@ -314,6 +319,7 @@ class ConnectionManager:
             self._forget(a.conn_id)
         elif isinstance(a, ListenerClosed):
             self.listener_owner.pop(a.listener_id, None)
+            self.credit.pop(a.listener_id, None)
 
     def _flow_cmd(self, conn_id: int, msg: int, flags: int, seconds: float) -> None:
         f = self.flows.get(conn_id)
@@ -324,16 +330,57 @@ class ConnectionManager:
         c.timeout_us = min(int(seconds * 1e6), 0xffffffff)
         self.workers[f.worker].send(msg, c)
 
+    def _taker(self, a: Accepted):
+        """The context that gets an accepted connection: one that gave the
+        listener credit, in turn; the listener's own if none is left."""
+        credit = self.credit.get(a.listener_id, {})
+        for owner, n in list(credit.items()):
+            del credit[owner]  # to the end of the line
+            if n > 0 and self._ctx(owner) is not None and not self._ctx(owner).retired:
+                if n > 1:
+                    credit[owner] = n - 1
+                return owner
+        return a.owner
+
     def _deliver_accept(self, a: Accepted) -> None:
         f = self.flows.get(a.conn_id)
         app = self.apps.apps.get(a.owner[0])
         if f is None or f.failed or app is None:
             return
-        self.conn_owner[a.conn_id] = a.owner
+        owner = self._taker(a)
+        after = self._after_install(f)
+        if owner[1] != f.ctx:  # another process's context: the worker notifies it from now on
+            c = ffi.new("struct tas_flow_cmd *")
+            c.index, c.gen, c.flags = f.index, f.gen, owner[1]
+            self.workers[f.worker].send(lib.TAS_MSG_FLOW_MOVE, c)
+            f.ctx, f.added = owner[1], self.workers[f.worker].queued
+            after = self._after_install(f)
+            conn = self.stack.connection(a.conn_id)
+            if conn is not None:
+                conn.owner = owner  # its later news (reset, closed) go there too
+        self.conn_owner[a.conn_id] = owner
         app.conns.add(a.conn_id)
-        self._answer(a.owner, lib.TAS_QE_ACCEPTED, flow=f.flow_id, gen=f.gen, listener=a.listener_id,
-                     after=self._after_install(f),
-                     **self._conn_info(f))
+        self._answer(owner, lib.TAS_QE_ACCEPTED, flow=f.flow_id, gen=f.gen, listener=a.listener_id,
+                     after=after, **self._conn_info(f))
+
+    def proc_gone(self, app: App, ctxs: set, now: float) -> None:
+        """A process of a multi-process app is gone: what its contexts had
+        goes as if the app had gone, the rest stays."""
+        for lid in [l for l in app.listeners if self.listener_owner.get(l, (None, None))[1] in ctxs]:
+            self.stack.unlisten(lid, now)
+            self.listener_owner.pop(lid, None)
+            app.listeners.discard(lid)
+        for credit in self.credit.values():
+            for owner in [o for o in credit if o[0] == app.id and o[1] in ctxs]:
+                del credit[owner]
+        for cid in [c for c in app.conns if self.conn_owner.get(c, (None, None))[1] in ctxs]:
+            if self.stack.connection(cid) is not None:
+                try:
+                    self.stack.abort(cid, now)
+                except TcpError:
+                    pass
+            app.conns.discard(cid)
+        self.run()
 
     def _conn_info(self, f: Flow) -> dict:
         p = f.params

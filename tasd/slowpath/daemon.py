@@ -254,6 +254,7 @@ class Daemon:
         self.apps = AppRegistry(c["app_socket"], self.workers, limits, self._sp_doorbell,
                                 on_gone=lambda app: self.conns.app_gone(app, loop.time()),
                                 address=self.address, gateway=c["gateway"])
+        self.apps.on_proc_gone = lambda app, ctxs: self.conns.proc_gone(app, ctxs, loop.time())
         self.conns = ConnectionManager(self.stack, self.workers, self.apps, self.arp, self.mac, self.ip,
                                        self.network, c["gateway"], self._send, self._arp_flush, loop.time)
         loop.add_reader(self._sp_doorbell, self._on_app_requests)

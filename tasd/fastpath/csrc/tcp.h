@@ -65,6 +65,7 @@ int fp_tcp_flow_add(struct fp_worker *w, const struct tas_flow_params *p);
 int fp_tcp_flow_remove(struct fp_worker *w, const struct tas_flow_cmd *c);
 int fp_tcp_flow_retransmit(struct fp_worker *w, const struct tas_flow_cmd *c);
 int fp_tcp_flow_probe(struct fp_worker *w, const struct tas_flow_cmd *c);
+int fp_tcp_flow_move(struct fp_worker *w, const struct tas_flow_cmd *c);
 
 /* A received TCP segment for our address (headers and checksum already
  * checked by rx.c).  Returns 1 if a flow took it, 0 if no flow owns it (an

@@ -199,6 +199,29 @@ int fp_tcp_flow_retransmit(struct fp_worker *w, const struct tas_flow_cmd *c)
     return 0;
 }
 
+/* Another context of the same app takes the flow (a process forked from the
+ * one that listened accepts it): it hears from now on, and first of all of
+ * every byte not yet read and of a FIN, as it has seen none of the updates
+ * that went to the old context. */
+int fp_tcp_flow_move(struct fp_worker *w, const struct tas_flow_cmd *c)
+{
+    struct fp_tcp *t = w->tcp;
+    struct tas_flow *f = flow_by_cmd(w, c->index, c->gen);
+    if (f == NULL)
+        return 0; /* gone meanwhile: the slowpath hears of it */
+    struct fp_app *a = fp_app_get(w, f->app_id);
+    if (a == NULL || c->flags >= a->nctx || a->ctx[c->flags] == NULL)
+        return -1;
+    struct fp_flow_priv *p = &t->priv[c->index];
+    f->ctx = c->flags;
+    p->ctx = a->ctx[c->flags];
+    f->rx_notify = f->rx_size - f->rx_avail;
+    f->tx_notify = 0;
+    p->fin_reported = 0;
+    fp_flow_notify_schedule(t, c->index); /* on the old list, the notify loop moves it */
+    return 0;
+}
+
 int fp_tcp_flow_probe(struct fp_worker *w, const struct tas_flow_cmd *c)
 {
     struct tas_flow *f = flow_by_cmd(w, c->index, c->gen);
