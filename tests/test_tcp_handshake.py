@@ -124,6 +124,20 @@ def test_syn_received_ack_no_credit_queued_until_credit():
     assert kinds(d.recv(A)) == ["InstallFlow", "Accepted"]
 
 
+def test_established_credit_withdrawn_connection_waits():
+    """Credit of a taker that went away is taken back: the next connection
+    waits in the accept queue for new credit."""
+    net = Net()
+    lid = listening(net, credit=0)
+    net.stack.accept_credit(lid, 1)
+    net.stack.withdraw_credit(lid, 1)
+    net.stack.withdraw_credit(lid, 5)  # never below none
+    c = syn_received(net, lid=lid)
+    assert kinds(c.recv(A)) == ["InstallFlow"]
+    net.stack.accept_credit(lid, 1)
+    assert net.take() == [Accepted(OWNER, lid, c.id, PEER, PEER_PORT, PORT)]
+
+
 def test_listen_accept_credit_bad_arguments(net):
     lid = listening(net)
     with pytest.raises(TcpError) as e:

@@ -370,9 +370,9 @@ class ConnectionManager:
             self.stack.unlisten(lid, now)
             self.listener_owner.pop(lid, None)
             app.listeners.discard(lid)
-        for credit in self.credit.values():
+        for lid, credit in self.credit.items():
             for owner in [o for o in credit if o[0] == app.id and o[1] in ctxs]:
-                del credit[owner]
+                self.stack.withdraw_credit(lid, credit.pop(owner))
         for cid in [c for c in app.conns if self.conn_owner.get(c, (None, None))[1] in ctxs]:
             if self.stack.connection(cid) is not None:
                 try:

@@ -163,6 +163,13 @@ class TcpStack:
         lst.credit += n
         self._deliver(lst)
 
+    def withdraw_credit(self, listener_id: int, n: int) -> None:
+        """Credit given for a taker that is gone (a process of the owner that
+        died): connections beyond the rest wait in the accept queue."""
+        lst = self._listeners.get(listener_id)
+        if lst is not None:
+            lst.credit = max(0, lst.credit - n)
+
     # --- active open ---------------------------------------------------------------
 
     def connect(self, owner: Hashable, dst: IPv4Address, dst_port: int, now: float, *,
