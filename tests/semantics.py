@@ -366,6 +366,47 @@ def case_listener_closed_with_a_connection_waiting(c: Case):
     return out
 
 
+def case_oversize_io(c: Case):
+    """A receive buffer far larger than what came; a blocking send far larger
+    than the socket's buffers (it returns only when all is taken)."""
+    s = c.connect("send 300000")
+    total, first = 0, None
+    while chunk := s.recv(10 << 20):
+        first = len(chunk) if first is None else first
+        total += len(chunk)
+    out = [total, 0 < first <= 300000]
+    s.close()
+    s = c.connect("echo")
+    data = os.urandom(3 << 20)
+    got = bytearray()
+
+    def reader():
+        while len(got) < len(data) and (chunk := s.recv(1 << 20)):
+            got.extend(chunk)
+    t = threading.Thread(target=reader)
+    t.start()
+    out.append(s.send(data) == len(data) or "partial")
+    t.join(10)
+    out.append(bytes(got) == data)
+    s.close()
+    return out
+
+
+def case_epoll_rdhup_and_exclusive(c: Case):
+    s = c.connect("send 10", blocking=False)
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN | select.EPOLLRDHUP)
+    time.sleep(WAIT)
+    out = [[e for _, e in ep.poll(0)]]
+    out.append(err(ep.modify, s, select.EPOLLIN | select.EPOLLEXCLUSIVE))
+    ep.unregister(s)
+    ep.register(s, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    out.append([e & ~select.EPOLLEXCLUSIVE for _, e in ep.poll(0)])
+    ep.close()
+    s.close()
+    return out
+
+
 def case_shutdown_read_then_state(c: Case):
     s = c.connect("send 10")
     time.sleep(WAIT)

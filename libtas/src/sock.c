@@ -1701,6 +1701,19 @@ int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     int i;
     for (i = 0; i < ep->n && ep->regs[i].fd != fd; i++)
         ;
+    /* EPOLLEXCLUSIVE as Linux takes it: at ADD only, with input/output bits,
+     * EPOLLET and the error bits; such a registration cannot be modified */
+    const uint32_t exclusive_ok = EPOLLIN | EPOLLOUT | EPOLLRDNORM | EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND |
+                                  EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE;
+    if (op != EPOLL_CTL_DEL && ev != NULL && (ev->events & EPOLLEXCLUSIVE) &&
+        (op == EPOLL_CTL_MOD || (ev->events & ~exclusive_ok))) {
+        rc = fail(EINVAL);
+        goto out;
+    }
+    if (op == EPOLL_CTL_MOD && i < ep->n && (ep->regs[i].ev.events & EPOLLEXCLUSIVE)) {
+        rc = fail(EINVAL);
+        goto out;
+    }
     if (op == EPOLL_CTL_ADD) {
         if (i < ep->n) {
             rc = fail(EEXIST);
