@@ -407,6 +407,23 @@ def case_epoll_rdhup_and_exclusive(c: Case):
     return out
 
 
+def case_null_pointers(c: Case):
+    """Bad pointers from a program give EFAULT, never a crash."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    s = c.connect("echo")
+    fd = s.fileno()
+    n = ctypes.c_uint(4)
+    out = []
+    for rc in (lambda: libc.getsockopt(fd, socket.SOL_SOCKET, socket.SO_TYPE, None, ctypes.byref(n)),
+               lambda: libc.setsockopt(fd, socket.IPPROTO_TCP, socket.TCP_CONGESTION, None, 5),
+               lambda: libc.ioctl(fd, 0x541B, None)):  # FIONREAD
+        ctypes.set_errno(0)
+        out.append((rc(), errno.errorcode.get(ctypes.get_errno())))
+    s.close()
+    return out
+
+
 def case_shutdown_read_then_state(c: Case):
     s = c.connect("send 10")
     time.sleep(WAIT)

@@ -1195,7 +1195,9 @@ int ts_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 
 static int put_int(void *val, socklen_t *len, int v)
 {
-    if (val == NULL || len == NULL || *len < 1)
+    if (val == NULL || len == NULL)
+        return fail(EFAULT);
+    if (*len < 1)
         return fail(EINVAL);
     if (*len < sizeof(int)) { /* Linux copies what fits */
         memcpy(val, &v, *len);
@@ -1208,8 +1210,10 @@ static int put_int(void *val, socklen_t *len, int v)
 
 static int get_int(const void *val, socklen_t len, int *out)
 {
-    if (val == NULL || len < sizeof(int))
+    if (len < sizeof(int))
         return fail(EINVAL);
+    if (val == NULL)
+        return fail(EFAULT);
     memcpy(out, val, sizeof *out);
     return 0;
 }
@@ -1428,6 +1432,10 @@ int ts_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
     } else if (level == IPPROTO_TCP) {
         if (name == TCP_CONGESTION) {
             /* tasd runs its own; names it does not have are unknown (Linux: ENOENT) */
+            if (val == NULL) {
+                rc = fail(EFAULT);
+                goto out;
+            }
             char buf[16] = "";
             memcpy(buf, val, len < sizeof buf - 1 ? len : sizeof buf - 1);
             rc = strcmp(buf, "newreno") == 0 || strcmp(buf, "reno") == 0 ? 0 : fail(ENOENT);
@@ -1520,8 +1528,10 @@ int ts_ioctl(int fd, unsigned long req, void *arg)
     struct tsock *s = sock_get(fd);
     if (s != NULL) {
         progress();
-        if (req == FIONBIO) {
-            s->nonblock = arg && *(int *)arg;
+        if ((req == FIONBIO || req == FIONREAD || req == TIOCOUTQ) && arg == NULL) {
+            rc = fail(EFAULT);
+        } else if (req == FIONBIO) {
+            s->nonblock = *(int *)arg != 0;
             rc = 0;
         } else if (req == FIONREAD || req == TIOCOUTQ) {
             if (s->state == S_LISTENING)
