@@ -15,7 +15,9 @@ import socket
 import sys
 from pathlib import Path
 
-DEFAULT_SOCKET = "/run/tasd/app.sock"
+from tasd.config import BY_KEY
+
+DEFAULT_SOCKET = BY_KEY["app_socket"].default  # tasd's default, from its configuration
 PRELOAD = Path(__file__).resolve().parent / "lib" / "libtas-preload.so"
 
 

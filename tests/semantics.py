@@ -410,6 +410,7 @@ def case_epoll_rdhup_and_exclusive(c: Case):
 def case_null_pointers(c: Case):
     """Bad pointers from a program give EFAULT, never a crash."""
     import ctypes
+    import termios
     libc = ctypes.CDLL(None, use_errno=True)
     s = c.connect("echo")
     fd = s.fileno()
@@ -417,7 +418,7 @@ def case_null_pointers(c: Case):
     out = []
     for rc in (lambda: libc.getsockopt(fd, socket.SOL_SOCKET, socket.SO_TYPE, None, ctypes.byref(n)),
                lambda: libc.setsockopt(fd, socket.IPPROTO_TCP, socket.TCP_CONGESTION, None, 5),
-               lambda: libc.ioctl(fd, 0x541B, None)):  # FIONREAD
+               lambda: libc.ioctl(fd, termios.FIONREAD, None)):
         ctypes.set_errno(0)
         out.append((rc(), errno.errorcode.get(ctypes.get_errno())))
     s.close()

@@ -21,9 +21,8 @@ size_t tas_peek_(const struct tas_conn *c, void *buf, size_t len, size_t off);
 int tas_conn_fin_(const struct tas_conn *c);
 /* The connection's error (a positive errno), 0 if none. */
 int tas_conn_error_(const struct tas_conn *c);
-/* Bytes sent and not yet acknowledged; the buffers' sizes. */
+/* Bytes sent and not yet acknowledged; the receive buffer's size. */
 size_t tas_tx_used_(const struct tas_conn *c);
-size_t tas_tx_size_(const struct tas_conn *c);
 size_t tas_rx_size_(const struct tas_conn *c);
 
 /* After fork, in the child: register as another process of the app. */

@@ -251,36 +251,31 @@ EXPORT ssize_t write(int fd, const void *buf, size_t len)
     return libc_.write(fd, buf, len);
 }
 
+/* readv or writev on a tasd socket: TS_PASS if fd is not one */
+static ssize_t vector_io(int fd, const struct iovec *iov, int n, int send)
+{
+    if (!ts_owns(fd))
+        return TS_PASS;
+    if (n < 0 || n > IOV_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    return send ? ts_sendmsg(fd, &m, 0) : ts_recvmsg(fd, &m, 0);
+}
+
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
     READY();
-    if (ts_owns(fd)) {
-        if (n < 0 || n > IOV_MAX) {
-            errno = EINVAL;
-            return -1;
-        }
-        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-        ssize_t rc = ts_recvmsg(fd, &m, 0);
-        if (rc != TS_PASS)
-            return rc;
-    }
-    return real_readv(fd, iov, n);
+    ssize_t rc = vector_io(fd, iov, n, 0);
+    return rc != TS_PASS ? rc : real_readv(fd, iov, n);
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
     READY();
-    if (ts_owns(fd)) {
-        if (n < 0 || n > IOV_MAX) {
-            errno = EINVAL;
-            return -1;
-        }
-        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-        ssize_t rc = ts_sendmsg(fd, &m, 0);
-        if (rc != TS_PASS)
-            return rc;
-    }
-    return real_writev(fd, iov, n);
+    ssize_t rc = vector_io(fd, iov, n, 1);
+    return rc != TS_PASS ? rc : real_writev(fd, iov, n);
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)

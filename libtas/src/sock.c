@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "tasd/abi.h"
 
 /* ---- the objects behind fds -------------------------------------------------------- */
 
@@ -196,7 +197,7 @@ static int ensure_app(void)
     }
     if (rc != 0) {
         const char *path = getenv("TASD_APP_SOCKET");
-        fprintf(stderr, "libtas: cannot reach tasd at %s: %s; %s\n", path ? path : "/run/tasd/app.sock",
+        fprintf(stderr, "libtas: cannot reach tasd at %s: %s; %s\n", path ? path : TAS_APP_SOCKET_PATH,
                 strerror(-rc), fallback_kernel ? "TCP stays on the kernel" : "TCP calls fail with ENETDOWN");
         init_state = -1;
         return ENETDOWN;

@@ -641,8 +641,6 @@ int tas_conn_error_(const struct tas_conn *conn) { return conn->error; }
 
 size_t tas_tx_used_(const struct tas_conn *conn) { return conn->tx_used; }
 
-size_t tas_tx_size_(const struct tas_conn *conn) { return conn->tx_size; }
-
 size_t tas_rx_size_(const struct tas_conn *conn) { return conn->rx_size; }
 
 int tas_shutdown(struct tas_conn *conn)

@@ -348,20 +348,16 @@ class ConnectionManager:
         if f is None or f.failed or app is None:
             return
         owner = self._taker(a)
-        after = self._after_install(f)
         if owner[1] != f.ctx:  # another process's context: the worker notifies it from now on
-            c = ffi.new("struct tas_flow_cmd *")
-            c.index, c.gen, c.flags = f.index, f.gen, owner[1]
-            self.workers[f.worker].send(lib.TAS_MSG_FLOW_MOVE, c)
+            self._flow_cmd(a.conn_id, lib.TAS_MSG_FLOW_MOVE, owner[1], 0)
             f.ctx, f.added = owner[1], self.workers[f.worker].queued
-            after = self._after_install(f)
             conn = self.stack.connection(a.conn_id)
             if conn is not None:
                 conn.owner = owner  # its later news (reset, closed) go there too
         self.conn_owner[a.conn_id] = owner
         app.conns.add(a.conn_id)
         self._answer(owner, lib.TAS_QE_ACCEPTED, flow=f.flow_id, gen=f.gen, listener=a.listener_id,
-                     after=after, **self._conn_info(f))
+                     after=self._after_install(f), **self._conn_info(f))
 
     def proc_gone(self, app: App, ctxs: set, now: float) -> None:
         """A process of a multi-process app is gone: what its contexts had
@@ -442,9 +438,7 @@ class ConnectionManager:
 
     def _remove(self, f: Flow, rst: bool) -> None:
         f.removing = True
-        c = ffi.new("struct tas_flow_cmd *")
-        c.index, c.gen, c.flags = f.index, f.gen, lib.TAS_FLOW_CMD_RST if rst else 0
-        self.workers[f.worker].send(lib.TAS_MSG_FLOW_REMOVE, c)
+        self._flow_cmd(f.conn_id, lib.TAS_MSG_FLOW_REMOVE, lib.TAS_FLOW_CMD_RST if rst else 0, 0)
 
     def _release(self, f: Flow) -> None:
         """The worker gave the flow up: its index is free again.  Its buffers

@@ -326,6 +326,21 @@ static int resend_hole(struct fp_worker *w, uint32_t index, uint32_t *seq, uint3
     return 1;
 }
 
+/* Resend holes from snd_una up to limit while the pipe is below cwnd,
+ * counting segments in *sent; -1 if out of buffers. */
+static int resend_holes(struct fp_worker *w, uint32_t index, uint32_t limit, uint32_t cwnd, int *sent)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    uint32_t seq = f->snd_una;
+    while (seq_lt(seq, limit) && tcp_pipe(f) < cwnd) {
+        int r = resend_hole(w, index, &seq, limit);
+        if (r < 0)
+            return -1;
+        *sent += r;
+    }
+    return 0;
+}
+
 /* A tail loss probe (RFC 8985 7.3): something the peer must answer, with
  * SACK blocks that start recovery if the tail was lost. */
 void fp_tcp_send_tlp(struct fp_worker *w, uint32_t index)
@@ -393,15 +408,8 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
     /* SACK recovery (RFC 6675 NextSeg): first what is lost (rule 1), then
      * new data (rule 2, below), while the pipe allows */
     int sack_recovery = (f->fl & TAS_FL_RECOVERY) && (f->opts & TAS_OPT_SACK);
-    if (sack_recovery) {
-        uint32_t edge = tcp_lost_edge(f), seq = f->snd_una;
-        while (seq_lt(seq, edge) && tcp_pipe(f) < cwnd) {
-            int r = resend_hole(w, index, &seq, edge);
-            if (r < 0)
-                return;
-            sent += r;
-        }
-    }
+    if (sack_recovery && resend_holes(w, index, tcp_lost_edge(f), cwnd, &sent) != 0)
+        return;
 
     /* new data (or data again, after a timeout rewound snd_nxt) */
     for (;;) {
@@ -462,15 +470,8 @@ void fp_tcp_tx_flow(struct fp_worker *w, uint32_t index)
         }
     }
     /* rule 3: nothing new to send, so the holes not yet deemed lost */
-    if (sack_recovery && tcp_unsent(f) == 0 && sent < 16) {
-        uint32_t high = tcp_sack_high(f), seq = f->snd_una;
-        while (seq_lt(seq, high) && tcp_pipe(f) < cwnd) {
-            int r = resend_hole(w, index, &seq, high);
-            if (r < 0)
-                return;
-            sent += r;
-        }
-    }
+    if (sack_recovery && tcp_unsent(f) == 0 && sent < 16 && resend_holes(w, index, tcp_sack_high(f), cwnd, &sent) != 0)
+        return;
     if (!sent && p->need_ack)
         fp_tcp_send_ack(w, index);
 }
