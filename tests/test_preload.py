@@ -433,3 +433,90 @@ def test_preforked_workers_share_a_listener_and_one_dying_leaves_the_others(tasd
     finally:
         srv.terminate()
         srv.wait(timeout=10)
+
+
+FORK_PER_CONNECTION = r"""
+import os, socket, sys
+lst = socket.create_server(("0.0.0.0", 7312), backlog=64)
+print("ready", flush=True)
+for i in range(int(sys.argv[1])):
+    c, _ = lst.accept()
+    first = c.recv(5, socket.MSG_WAITALL)  # read here, before the fork
+    if os.fork() == 0:  # the child answers; the parent's close must not end it
+        lst.close()
+        c.sendall(first)
+        while data := c.recv(65536):
+            c.sendall(data)
+        if i % 2:
+            c.close()
+        os._exit(0)  # every other one leaves its close to the exit
+    c.close()
+    while os.waitpid(-1, os.WNOHANG)[0] > 0:
+        pass
+"""
+
+FORK_CLIENT = r"""
+import hashlib, os, socket, sys, threading
+def one(i, out):
+    data = b"hello" + os.urandom(1_000_000)
+    s = socket.create_connection((sys.argv[1], 7312), timeout=20)
+    threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR))).start()
+    got = bytearray()
+    while chunk := s.recv(1 << 16):
+        got += chunk
+    out[i] = hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+out = {}
+ts = [threading.Thread(target=one, args=(i, out)) for i in range(int(sys.argv[2]))]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(sum(out.values()))
+"""
+
+
+def test_accepted_connection_handled_in_a_forked_child(tasd):
+    """accept, read a little, fork: the child echoes the rest (what came
+    before the fork included) and the parent's close does not end it;
+    children that exit without close() end theirs with a FIN too."""
+    n = 6
+    srv = on_tasd(tasd, sys.executable, "-c", FORK_PER_CONNECTION, n, stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        r = tasd.tb.run(tasd.tb.ns_peer, sys.executable, "-c", FORK_CLIENT, tasd.tb.tasd_ip, n, timeout=90)
+        assert r.stdout.strip() == str(n), r.stderr
+        assert srv.wait(timeout=20) == 0
+    finally:
+        srv.kill()
+    deadline = time.monotonic() + 10
+    while tasd.ctl("flows")["flows"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [f for f in tasd.ctl("flows")["flows"] if f.get("state") != "TIME_WAIT"] == []
+
+
+LISTENER_OUTLIVES_PARENT = r"""
+import os, socket
+lst = socket.create_server(("0.0.0.0", 7313))
+if os.fork() == 0:
+    os.read(os.open(os.environ["GO"], os.O_RDONLY), 1)  # once the parent is gone
+    for _ in range(3):
+        c, _ = lst.accept()
+        c.sendall(c.recv(100))
+        c.close()
+    os._exit(0)
+print("forked", flush=True)
+"""
+
+
+def test_listener_outlives_the_process_that_opened_it(tasd, tmp_path):
+    """The parent listens, forks and exits: the listener is the child's now."""
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    srv = on_tasd(tasd, sys.executable, "-c", LISTENER_OUTLIVES_PARENT, stdout=subprocess.PIPE, text=True,
+                  env={**os.environ, "GO": str(go)})
+    assert srv.stdout.readline().strip() == "forked"
+    assert srv.wait(timeout=10) == 0
+    with open(go, "wb") as f:
+        f.write(b"x")
+    for i in range(3):
+        r = tasd.tb.run(tasd.tb.ns_peer, "sh", "-c", f"printf ping{i} | nc -N {tasd.tb.tasd_ip} 7313",
+                        timeout=20)
+        assert r.stdout == f"ping{i}"

@@ -30,7 +30,7 @@ typedef __u64 uint64_t;
 #endif
 
 #define TAS_ABI_MAGIC 0x54415344
-#define TAS_ABI_VERSION 4
+#define TAS_ABI_VERSION 5
 #define TAS_CACHELINE 64
 
 /* ------------------------------------------------------------------------
@@ -72,7 +72,9 @@ enum tas_msg_type {
     TAS_MSG_APP_ADD = 7,         /* data: struct tas_app_cmd; the region's fd waits on the worker socket */
     TAS_MSG_APP_REMOVE = 8,      /* data: struct tas_app_cmd */
     TAS_MSG_CTX_ADD = 9,         /* data: struct tas_app_cmd; the context's eventfd waits on the socket */
-    TAS_MSG_FLOW_MOVE = 10,      /* data: struct tas_flow_cmd (flags: the app's context to notify now) */
+    TAS_MSG_FLOW_SHUT = 11,      /* data: struct tas_flow_cmd: FIN after the data (the last holder closed) */
+    TAS_MSG_FLOW_MOVE = 10,      /* data: struct tas_flow_cmd (flags: the context to notify now or
+                                  * TAS_CTX_NONE; timeout_us: TAS_MOVE_STATE to send it FLOW_STATE) */
     /* fastpath -> slowpath (fp2sp) */
     TAS_MSG_EXCEPTION = 16,      /* received frame handed to the slowpath; arg = enum tas_exc */
     TAS_MSG_FLOW_EVENT = 17,     /* data: struct tas_flow_event */
@@ -424,6 +426,8 @@ struct tas_flow_params {
 };
 
 #define TAS_FLOW_CMD_RST 1
+#define TAS_CTX_NONE 0xffffffff /* MOVE: notify nobody (a connection no process uses now) */
+#define TAS_MOVE_STATE 1        /* MOVE: tell the new context the buffers' state (TAS_QE_FLOW_STATE) */
 enum tas_probe_kind { TAS_PROBE_ZERO_WINDOW = 1, TAS_PROBE_KEEPALIVE = 2 };
 
 /* TAS_MSG_FLOW_REMOVE, _RETRANSMIT, _PROBE */
@@ -431,7 +435,7 @@ struct tas_flow_cmd {
     uint32_t index;
     uint32_t gen;
     uint32_t flags;          /* REMOVE: TAS_FLOW_CMD_RST; PROBE: enum tas_probe_kind; MOVE: context */
-    uint32_t timeout_us;     /* RETRANSMIT: the RTO to arm; PROBE: when to report again */
+    uint32_t timeout_us;     /* RETRANSMIT: the RTO to arm; PROBE: when to report again; MOVE: TAS_MOVE_STATE */
 };
 
 enum tas_flow_event_kind {
@@ -487,6 +491,8 @@ enum tas_qe_type {
     TAS_QE_SHUT_WR = 3,      /* flow, gen: send FIN after the data */
     /* fastpath -> app (fp2app) */
     TAS_QE_FLOW_UPDATE = 16, /* flow, gen, update: bytes received and acknowledged; flags */
+    TAS_QE_FLOW_STATE = 17,  /* flow, gen, state: the buffers as they are (answers TAKE); flags
+                              * (also from the slowpath: TAS_QF_STALE, or an error in state.status) */
     /* app -> slowpath (app2sp) */
     TAS_QE_LISTEN = 32,      /* req: cookie, port, n = backlog; flags: TAS_QF_REUSEPORT */
     TAS_QE_UNLISTEN = 33,    /* flow = listener id */
@@ -495,6 +501,7 @@ enum tas_qe_type {
     TAS_QE_CLOSE = 36,       /* flow, gen: the app is done with the flow */
     TAS_QE_ABORT = 37,       /* flow, gen: reset it */
     TAS_QE_SETOPT = 38,      /* flow, gen, opt: keepalive and user timeout */
+    TAS_QE_TAKE = 39,        /* flow, gen: a connection inherited across fork is this context's now */
     /* slowpath -> app (sp2app) */
     TAS_QE_LISTENED = 48,    /* res: cookie, status, listener */
     TAS_QE_ACCEPTED = 49,    /* flow, gen, res: listener, conn */
@@ -507,6 +514,7 @@ enum tas_qe_type {
 enum tas_qe_flag {
     TAS_QF_FIN = 1,          /* FLOW_UPDATE: the peer closed its side (after rx bytes) */
     TAS_QF_REUSEPORT = 2,    /* LISTEN */
+    TAS_QF_STALE = 4,        /* FLOW_STATE: no worker holds the flow now: keep the state you have */
 };
 
 struct tas_conn_info {
@@ -547,6 +555,15 @@ struct tas_qe_opt {
     uint32_t _pad0;
 };
 
+struct tas_qe_state {
+    uint32_t rx_pos;         /* the next byte to read, as a buffer position */
+    uint32_t rx_ready;       /* bytes ready from there on */
+    uint32_t tx_pos;         /* the next byte to write */
+    uint32_t tx_used;        /* bytes written and not yet acknowledged */
+    int32_t status;          /* 0, or a positive errno: the connection cannot be taken */
+    uint32_t _pad0;
+};
+
 struct tas_qe_res {
     uint64_t cookie;
     int32_t status;          /* 0 or a positive errno */
@@ -566,6 +583,7 @@ struct tas_qe {
         struct tas_qe_req req;
         struct tas_qe_res res;
         struct tas_qe_opt opt;
+        struct tas_qe_state state;
         uint8_t raw[48];
     } u;
 };
@@ -609,6 +627,11 @@ static inline uint64_t tas_app_ring_off(const struct tas_app_hdr *h, uint32_t ct
  *   HELLO ->        <- WELCOME + [region memfd, slowpath doorbell, worker doorbells...]
  *   CTX_OPEN + [the context's eventfd] ->        <- CTX_OPENED
  *   anything refused                              <- REFUSED (status, error)
+ * A process that forks hands its child what it holds: on a new socket it
+ * sends HOLD messages (struct tas_reg_hold) then HELLO with the join secret;
+ * after WELCOME the child owns that socket (its registration) and the
+ * connections and listeners named live on while any holder does.  A holder
+ * lets one go with RELEASE (a struct tas_reg_hold) or by closing it.
  * ---------------------------------------------------------------------- */
 #define TAS_APP_SOCKET_PATH "/run/tasd/app.sock"
 
@@ -618,6 +641,8 @@ enum tas_reg_type {
     TAS_REG_CTX_OPEN = 3,
     TAS_REG_CTX_OPENED = 4,
     TAS_REG_REFUSED = 5,
+    TAS_REG_HOLD = 6,        /* struct tas_reg_hold: the forking process holds these (before HELLO) */
+    TAS_REG_RELEASE = 7,     /* struct tas_reg_hold: this process lets these go */
 };
 
 struct tas_reg_msg {
@@ -635,8 +660,33 @@ struct tas_reg_msg {
     uint32_t gateway;        /* WELCOME: its gateway (network byte order), 0 if none */
     uint32_t prefix_len;     /* WELCOME: its network's prefix length */
     char name[64];           /* HELLO: the app's name, for operators */
-    char error[128];         /* REFUSED: one line */
+    char error[120];         /* REFUSED: one line */
+    int32_t pid;             /* CTX_OPEN: the sender's pid (a forked child registered by its parent) */
+    uint32_t flags;          /* HELLO: enum tas_reg_flag */
     uint64_t secret;         /* HELLO: nonzero to join app_id (a forked child): its join_secret */
+};
+
+enum tas_reg_flag {
+    TAS_REG_F_POSIX = 1,     /* a process that ends closes its connections as close(2) would (FIN,
+                              * or RST if data was left unread), instead of resetting them */
+};
+
+enum tas_hold_kind { TAS_HOLD_CONN = 1, TAS_HOLD_LISTENER = 2 };
+
+struct tas_hold {
+    uint32_t kind;           /* enum tas_hold_kind */
+    uint32_t id;             /* flow id, or listener id */
+    uint32_t gen;            /* CONN: the flow's generation */
+    uint32_t _pad0;
+};
+
+#define TAS_REG_HOLD_MAX 255
+struct tas_reg_hold {
+    uint32_t magic;          /* TAS_ABI_MAGIC */
+    uint32_t abi_version;
+    uint32_t type;           /* TAS_REG_HOLD or TAS_REG_RELEASE */
+    uint32_t n;              /* entries used */
+    struct tas_hold e[TAS_REG_HOLD_MAX];
 };
 
 /* ------------------------------------------------------------------------
@@ -684,6 +734,8 @@ _Static_assert(sizeof(struct tas_flow) % 8 == 0, "flow alignment");
 _Static_assert(sizeof(struct tas_flow_params) <= TAS_RING_DATA_MAX, "flow params fit a message");
 _Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");
 _Static_assert(sizeof(struct tas_reg_msg) == 256, "registration message");
+_Static_assert(sizeof(struct tas_reg_hold) == 4096, "hold message");
+_Static_assert(sizeof(struct tas_qe_state) <= 48, "state entry payload");
 #endif
 
 #endif /* TASD_ABI_H */

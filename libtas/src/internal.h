@@ -25,11 +25,26 @@ int tas_conn_error_(const struct tas_conn *c);
 size_t tas_tx_used_(const struct tas_conn *c);
 size_t tas_rx_size_(const struct tas_conn *c);
 
+/* tas_app_open with registration flags (enum tas_reg_flag). */
+int tas_app_open_(const char *socket_path, const char *name, uint32_t flags, struct tas_app **out);
 /* After fork, in the child: register as another process of the app. */
 int tas_app_join_(const struct tas_app *parent, struct tas_app **out);
 /* A handle in ctx for the app's listener id (inherited from the parent). */
 struct tas_listener *tas_listener_adopt_(struct tas_ctx *c, uint32_t id, uint16_t port);
 uint32_t tas_listener_id_(const struct tas_listener *l);
+
+/* fork (docs/sockets.md): the parent registers its child-to-be, holding
+ * what it holds (a socket for the child, or -errno); the child joins with
+ * it; a holder lets go of what it never used; a child takes a connection. */
+struct tas_hold;
+int tas_fork_prepare_(const struct tas_app *a, const struct tas_hold *holds, uint32_t n);
+int tas_app_join_fd_(const struct tas_app *parent, int sock, struct tas_app **out);
+void tas_app_drop_sock_(struct tas_app *a);
+int tas_release_(int sock, const struct tas_hold *holds, uint32_t n);
+void tas_conn_ids_(const struct tas_conn *c, uint32_t *flow, uint32_t *gen);
+void tas_conn_share_(struct tas_conn *c);
+struct tas_conn *tas_conn_take_(struct tas_ctx *ctx, struct tas_conn *copy, int *err);
+int tas_conn_taking_(const struct tas_conn *c);
 
 /* ---- libc's own functions, past the interposition (interpose.c) ---- */
 

@@ -38,7 +38,8 @@ enum ts_state {
     S_CONNECTING,
     S_CONNECTED,
     S_FAILED,      /* connect failed: err says why */
-    S_ORPHAN,      /* inherited across fork: the parent's context is not ours */
+    S_INHERITED,   /* a connection inherited across fork, not yet used here (claim) */
+    S_ORPHAN,      /* inherited across fork, but tasd was not told: unusable */
 };
 
 struct tobj {
@@ -116,6 +117,8 @@ static int nobjs;             /* live tasd sockets and epoll sets */
 static struct tsock *waiting; /* listen and connect in flight */
 static struct tep *eps;       /* epoll sets with tasd sockets */
 static struct tas_app *forked_from; /* after fork, in the child: the parent's registration, to join */
+static int reg_sock = -1;     /* in a child its parent registered: its registration socket */
+static int fork_sock = -1;    /* while forking: the child's registration (tas_fork_prepare_) */
 static uint64_t next_cookie = 1;
 
 static struct tobj *obj_get(int fd)
@@ -190,7 +193,7 @@ static int ensure_app(void)
             name[strcspn(name, "\n")] = 0;
         fclose(f);
     }
-    int rc = tas_app_open(NULL, name, &app);
+    int rc = tas_app_open_(NULL, name, TAS_REG_F_POSIX, &app); /* an exit closes as on Linux */
     if (rc == 0 && (rc = tas_ctx_open(app, &ctx)) != 0) {
         tas_app_close(app);
         app = NULL;
@@ -418,8 +421,25 @@ static int sleeper_enter(int ready, int64_t deadline, int *armed)
     return wait;
 }
 
-/* Sleep until tasd has news or the deadline (-1: none) passes; the lock is
- * dropped meanwhile.  Returns 0, ETIMEDOUT, or EINTR (a signal). */
+/* Linux restarts a blocking socket call that a signal handler installed
+ * with SA_RESTART interrupted, unless the socket has a timeout.  Which
+ * signal came is not known here: restart if every handler has the flag. */
+static int handlers_restart(void)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigaction(sig, NULL, &sa) != 0)
+            continue;
+        int caught = (sa.sa_flags & SA_SIGINFO) || (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN);
+        if (caught && !(sa.sa_flags & SA_RESTART))
+            return 0;
+    }
+    return 1;
+}
+
+/* Sleep until tasd has news or the deadline (-1: none, the socket has no
+ * timeout) passes; the lock is dropped meanwhile.  Returns 0, ETIMEDOUT,
+ * or EINTR (a signal whose handler does not restart the call). */
 static int sleep_ctx(int64_t deadline)
 {
     int timeout = -1;
@@ -434,13 +454,50 @@ static int sleep_ctx(int64_t deadline)
     if (!tas_ctx_arm(ctx)) {
         pthread_mutex_unlock(&big);
         struct pollfd p = {.fd = ctx_fd, .events = POLLIN};
-        if (libc_.poll(&p, 1, timeout) < 0 && errno == EINTR)
+        if (libc_.poll(&p, 1, timeout) < 0 && errno == EINTR && (deadline >= 0 || !handlers_restart()))
             rc = EINTR;
         pthread_mutex_lock(&big);
     }
     sleeper_leave();
     progress();
     return rc;
+}
+
+/* A connection inherited across fork, at its first use here (lock held):
+ * take it from tasd, which sends where its buffers stand; until then the
+ * call waits (a round trip through tasd).  0, or -1 with errno. */
+static int claim(int fd, struct tsock *s)
+{
+    if (s->state != S_INHERITED)
+        return 0;
+    progress(); /* joins the app, if this is the first use of tasd here */
+    int err = ENOTCONN;
+    struct tas_conn *c = NULL;
+    int64_t deadline = now_ms() + 10000;
+    while (init_state == 1 && sock_get(fd) == s && s->state == S_INHERITED &&
+           (c = tas_conn_take_(ctx, s->c, &err)) == NULL && err == -EAGAIN)
+        if (sleep_ctx(deadline) == ETIMEDOUT)
+            break;
+    if (c == NULL) {
+        if (sock_get(fd) == s && s->state == S_INHERITED)
+            s->state = S_ORPHAN;
+        return fail(EBADF);
+    }
+    s->c = c;
+    tas_conn_set_user(c, s);
+    s->state = S_CONNECTED;
+    while (tas_conn_taking_(c) && sleep_ctx(deadline) != ETIMEDOUT)
+        ;
+    s->gen++;
+    return 0;
+}
+
+/* After claim() when the call may have slept: the socket fd names now. */
+static struct tsock *claimed(int fd, struct tsock *s)
+{
+    if (s != NULL && s->state == S_INHERITED && claim(fd, s) != 0)
+        return sock_get(fd) == s ? s : NULL;
+    return sock_get(fd);
 }
 
 /* ---- sockets ---------------------------------------------------------------------- */
@@ -505,9 +562,34 @@ static struct tsock *adopt(int fd)
     return s;
 }
 
+static void release_inherited(struct tsock *s)
+{
+    struct tas_hold h = {.kind = s->state == S_INHERITED ? TAS_HOLD_CONN : TAS_HOLD_LISTENER, .id = s->lid};
+    if (s->state == S_INHERITED) {
+        tas_conn_ids_(s->c, &h.id, &h.gen);
+        free(s->c); /* the parent's, copied at fork */
+        s->c = NULL;
+    }
+    if (reg_sock >= 0)
+        tas_release_(reg_sock, &h, 1);
+}
+
 static void sock_free(struct tsock *s)
 {
     unwait(s);
+    if (s->state == S_INHERITED || (s->state == S_LISTENING && s->l == NULL))
+        release_inherited(s); /* never used here: tasd forgets that we hold it */
+    else if (s->state == S_ORPHAN)
+        s->c = NULL;
+    if (s->c && s->state == S_CONNECTED && s->linger_on && s->linger_s > 0 && !s->shut_wr) {
+        /* SO_LINGER: close returns once what was written is acknowledged,
+         * or when the time is up (the rest still goes, as on Linux) */
+        int64_t deadline = now_ms() + (int64_t)s->linger_s * 1000;
+        s->shut_wr = 1;
+        tas_shutdown(s->c);
+        while (tas_tx_used_(s->c) && !tas_conn_error_(s->c) && sleep_ctx(deadline) == 0)
+            ;
+    }
     if (s->c) {
         tas_conn_set_user(s->c, NULL);
         if (s->linger_on && s->linger_s == 0)
@@ -907,6 +989,7 @@ static short sock_revents(struct tsock *s)
             m |= POLLHUP;
         return m;
     }
+    case S_INHERITED: /* claim() failed */
     case S_ORPHAN:
         return POLLNVAL;
     default:
@@ -954,6 +1037,7 @@ ssize_t ts_recvmsg(int fd, struct msghdr *msg, int flags)
     pthread_mutex_lock(&big);
     ssize_t rc;
     struct tsock *s = sock_get(fd);
+    s = claimed(fd, s); /* inherited across fork: used here now */
     if (s == NULL) {
         rc = TS_PASS;
         goto out;
@@ -1023,6 +1107,7 @@ ssize_t ts_sendmsg(int fd, const struct msghdr *msg, int flags)
     ssize_t rc;
     int pipe = 0;
     struct tsock *s = sock_get(fd);
+    s = claimed(fd, s); /* inherited across fork: used here now */
     if (s == NULL) {
         rc = TS_PASS;
         goto out;
@@ -1087,6 +1172,7 @@ int ts_shutdown(int fd, int how)
     pthread_mutex_lock(&big);
     int rc = 0;
     struct tsock *s = sock_get(fd);
+    s = claimed(fd, s); /* inherited across fork: used here now */
     if (s == NULL) {
         rc = TS_PASS;
     } else if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
@@ -1365,6 +1451,7 @@ int ts_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
     pthread_mutex_lock(&big);
     int rc = TS_PASS, v = 0;
     struct tsock *s = sock_get(fd);
+    s = claimed(fd, s); /* inherited across fork: used here now */
     if (s == NULL)
         goto out;
     if (level == SOL_SOCKET) {
@@ -1527,6 +1614,7 @@ int ts_ioctl(int fd, unsigned long req, void *arg)
     pthread_mutex_lock(&big);
     int rc = TS_PASS;
     struct tsock *s = sock_get(fd);
+    s = claimed(fd, s); /* inherited across fork: used here now */
     if (s != NULL) {
         progress();
         if ((req == FIONBIO || req == FIONREAD || req == TIOCOUTQ) && arg == NULL) {
@@ -1566,7 +1654,7 @@ int ts_poll(struct pollfd *fds, nfds_t n, int timeout_ms, const sigset_t *sigmas
         int ready = 0;
         nfds_t nk = 0;
         for (nfds_t i = 0; i < n; i++) {
-            struct tsock *s = sock_get(fds[i].fd);
+            struct tsock *s = claimed(fds[i].fd, sock_get(fds[i].fd));
             fds[i].revents = 0;
             if (s != NULL) {
                 if (fds[i].events & POLLIN)
@@ -1672,6 +1760,7 @@ int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     pthread_mutex_lock(&big);
     int rc = TS_PASS;
     struct tsock *s = sock_get(fd);
+    s = claimed(fd, s); /* inherited across fork: used here now */
     struct tep *ep = ep_get(epfd);
     if (s == NULL) {
         /* a kernel fd: the kernel's set, except that the context's eventfd
@@ -1886,8 +1975,89 @@ int ts_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms,
 
 /* ---- fork ---------------------------------------------------------------------------- */
 
-/* The child must not use the parent's context (its rings are the parent's):
- * inherited tasd sockets become unusable (EBADF), new ones register anew. */
+/* Linux shares a socket between the processes that hold it after fork.
+ * Here, before the fork, the parent registers the child with tasd as
+ * another process of the app holding the same connections and listeners
+ * (tas_fork_prepare_), so that a close in either one leaves the socket to
+ * the other.  The child's rings are its own: it takes a connection at its
+ * first use of it (claim), and listens through a handle of its own. */
+
+static void for_each_sock(void (*fn)(struct tsock *, void *), void *arg)
+{
+    for (int p = 0; p < FD_PAGES; p++) {
+        struct tobj **page = fdtab[p];
+        for (int i = 0; page && i < FD_PAGE; i++)
+            if (page[i] != NULL && page[i]->type == T_SOCK)
+                fn((struct tsock *)page[i], arg);
+    }
+}
+
+struct holds {
+    struct tas_hold *e;
+    uint32_t n, cap;
+};
+
+static void add_hold(struct tsock *s, void *arg)
+{
+    struct holds *h = arg;
+    struct tas_hold x = {0};
+    if ((s->state == S_CONNECTED || s->state == S_INHERITED) && s->c) {
+        x.kind = TAS_HOLD_CONN;
+        tas_conn_ids_(s->c, &x.id, &x.gen);
+    } else if (s->state == S_LISTENING) {
+        x.kind = TAS_HOLD_LISTENER;
+        x.id = s->l ? tas_listener_id_(s->l) : s->lid;
+    } else {
+        return;
+    }
+    if (h->n == h->cap) {
+        uint32_t cap = h->cap ? 2 * h->cap : 64;
+        struct tas_hold *more = realloc(h->e, cap * sizeof *more);
+        if (more == NULL)
+            return;
+        h->e = more;
+        h->cap = cap;
+    }
+    h->e[h->n++] = x;
+}
+
+static void before_fork(void)
+{
+    pthread_mutex_lock(&big);
+    fork_sock = -1;
+    const struct tas_app *a = init_state == 1 ? app : forked_from;
+    if (a == NULL || nobjs == 0)
+        return;
+    struct holds h = {0};
+    for_each_sock(add_hold, &h);
+    if (h.n > 0) {
+        fork_sock = tas_fork_prepare_(a, h.e, h.n);
+        if (fork_sock < 0)
+            fprintf(stderr, "libtas: fork: tasd cannot share this process's sockets with the child: %s\n",
+                    strerror(-fork_sock));
+    }
+    free(h.e);
+}
+
+static void share_conn(struct tsock *s, void *arg)
+{
+    (void)arg;
+    if (s->state == S_CONNECTED && s->c)
+        tas_conn_share_(s->c);
+}
+
+static void after_fork_parent(void)
+{
+    if (fork_sock >= 0) {
+        libc_.close(fork_sock);
+        fork_sock = -1;
+        for_each_sock(share_conn, NULL); /* the child holds them too: a close here sends no FIN */
+    }
+    pthread_mutex_unlock(&big);
+}
+
+/* In the child: the parent's context is not ours (its rings are the
+ * parent's); what the fds name waits for this process to join the app. */
 static void after_fork_child(void)
 {
     pthread_mutex_init(&big, NULL);
@@ -1908,17 +2078,26 @@ static void after_fork_child(void)
             }
             struct tsock *s = (struct tsock *)page[i];
             if (s->state == S_LISTENING && s->l) {
-                /* shared with the parent, as on Linux: the child takes
-                 * connections through a handle of its own (adopt_inherited) */
                 s->lid = tas_listener_id_(s->l);
-                s->l = NULL;
+                s->l = NULL; /* adopt_inherited takes a handle of our own */
                 s->qlen = s->credit = 0; /* what was queued is the parent's */
-            } else {
-                s->state = S_ORPHAN; /* a connection stays the parent's (for now) */
+            } else if (s->state == S_CONNECTED || s->state == S_INHERITED) {
+                s->state = fork_sock >= 0 ? S_INHERITED : S_ORPHAN;
+            } else if (s->state != S_LISTENING) {
+                s->state = S_ORPHAN;
             }
         }
     }
-    forked_from = init_state == 1 ? app : NULL;
+    /* the registration of the process we came from is its own: tasd learns
+     * that process is gone when it closes, so no copy may stay here */
+    if (init_state == 1)
+        forked_from = app;
+    if (forked_from != NULL)
+        tas_app_drop_sock_(forked_from);
+    if (reg_sock >= 0)
+        libc_.close(reg_sock);
+    reg_sock = fork_sock;
+    fork_sock = -1;
     app = NULL;
     ctx = NULL;
     ctx_fd = -1;
@@ -1934,7 +2113,7 @@ static void adopt_inherited(void)
 {
     struct tas_app *parent = forked_from;
     forked_from = NULL;
-    int rc = tas_app_join_(parent, &app);
+    int rc = reg_sock >= 0 ? tas_app_join_fd_(parent, reg_sock, &app) : tas_app_join_(parent, &app);
     if (rc == 0 && (rc = tas_ctx_open(app, &ctx)) != 0)
         app = NULL;
     if (rc != 0) {
@@ -1955,4 +2134,4 @@ static void adopt_inherited(void)
     }
 }
 
-__attribute__((constructor)) static void sock_init(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+__attribute__((constructor)) static void sock_init(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }

@@ -26,6 +26,7 @@
 
 struct tas_app {
     int sock;                    /* the registration socket, open for the app's lifetime */
+    struct sockaddr_un sa;       /* tasd's app socket (a forked process registers there) */
     pthread_mutex_t lock;        /* serialises its use, and context allocation */
     uint8_t *base;
     uint64_t size;
@@ -50,6 +51,8 @@ struct tas_conn {
     uint16_t remote_port, local_port;
     int fin, shut, closed, error;
     int hidden;                  /* never shown to the app: no events for it */
+    int shared;                  /* other processes may hold it (fork): closing it sends no FIN */
+    int taking;                  /* inherited, taken: waiting for its state (FLOW_STATE) */
     int want_shut, want_close, want_abort; /* requested, waiting for room in a ring */
     int want_opt;
     struct tas_qe_opt opt;
@@ -166,6 +169,11 @@ static int recv_reg(int sock, struct tas_reg_msg *m, int *fds, int max, int *nfd
 
 int tas_app_open(const char *socket_path, const char *name, struct tas_app **out)
 {
+    return tas_app_open_(socket_path, name, 0, out);
+}
+
+int tas_app_open_(const char *socket_path, const char *name, uint32_t flags, struct tas_app **out)
+{
     if (socket_path == NULL)
         socket_path = getenv("TASD_APP_SOCKET");
     if (socket_path == NULL)
@@ -187,7 +195,9 @@ int tas_app_open(const char *socket_path, const char *name, struct tas_app **out
         rc = -errno;
         goto fail;
     }
+    a->sa = sa;
     struct tas_reg_msg m = reg_msg(TAS_REG_HELLO, 0);
+    m.flags = flags;
     snprintf(m.name, sizeof m.name, "%s", name ? name : "");
     if ((rc = send_reg(a->sock, &m, -1)) != 0 || (rc = recv_reg(a->sock, &m, fds, 2 + TAS_MAX_WORKERS, &nfds)) != 0) {
         if (m.type == TAS_REG_REFUSED)
@@ -248,11 +258,8 @@ int tas_app_join_(const struct tas_app *parent, struct tas_app **out)
     pthread_mutex_init(&a->lock, NULL);
     a->joined = 1;
     a->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    socklen_t len = sizeof sa;
     int rc = 0, fds[1], nfds;
-    if (a->sock < 0 || getpeername(parent->sock, (struct sockaddr *)&sa, &len) < 0 ||
-        connect(a->sock, (struct sockaddr *)&sa, len) < 0) {
+    if (a->sock < 0 || connect(a->sock, (const struct sockaddr *)&a->sa, sizeof a->sa) < 0) {
         rc = -errno;
     } else {
         struct tas_reg_msg m = reg_msg(TAS_REG_HELLO, parent->app_id);
@@ -267,6 +274,76 @@ int tas_app_join_(const struct tas_app *parent, struct tas_app **out)
         free(a);
         return rc;
     }
+    *out = a;
+    return 0;
+}
+
+/* Before fork, in the parent: register the child-to-be as another process
+ * of the app holding what the parent holds (holds[n]); returns the socket
+ * that becomes the child's registration, or a negative errno. */
+int tas_fork_prepare_(const struct tas_app *a, const struct tas_hold *holds, uint32_t n)
+{
+    int rc = 0, fds[1], nfds;
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (s < 0 || connect(s, (const struct sockaddr *)&a->sa, sizeof a->sa) < 0)
+        rc = -errno;
+    struct tas_reg_hold h;
+    for (uint32_t done = 0; rc == 0 && done < n;) {
+        memset(&h, 0, sizeof h);
+        h.magic = TAS_ABI_MAGIC;
+        h.abi_version = TAS_ABI_VERSION;
+        h.type = TAS_REG_HOLD;
+        h.n = n - done < TAS_REG_HOLD_MAX ? n - done : TAS_REG_HOLD_MAX;
+        memcpy(h.e, holds + done, h.n * sizeof *holds);
+        if (send(s, &h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h)
+            rc = -errno;
+        done += h.n;
+    }
+    if (rc == 0) {
+        struct tas_reg_msg m = reg_msg(TAS_REG_HELLO, a->app_id);
+        m.secret = a->hdr->join_secret;
+        if ((rc = send_reg(s, &m, -1)) == 0 && (rc = recv_reg(s, &m, fds, 1, &nfds)) == 0 &&
+            (m.type != TAS_REG_WELCOME || m.app_id != a->app_id))
+            rc = -EPROTO;
+    }
+    if (rc != 0 && s >= 0)
+        close(s);
+    return rc != 0 ? rc : s;
+}
+
+/* In a forked child: the registration of the process it came from is that
+ * one's (tasd learns it is gone when its last copy closes): drop ours. */
+void tas_app_drop_sock_(struct tas_app *a)
+{
+    if (a->sock >= 0)
+        close(a->sock);
+    a->sock = -1;
+}
+
+/* Tell tasd (on a registration socket) that this process let go of holds[n]. */
+int tas_release_(int sock, const struct tas_hold *holds, uint32_t n)
+{
+    struct tas_reg_hold h;
+    memset(&h, 0, sizeof h);
+    h.magic = TAS_ABI_MAGIC;
+    h.abi_version = TAS_ABI_VERSION;
+    h.type = TAS_REG_RELEASE;
+    h.n = n < TAS_REG_HOLD_MAX ? n : TAS_REG_HOLD_MAX;
+    memcpy(h.e, holds, h.n * sizeof *holds);
+    return send(sock, &h, sizeof h, MSG_NOSIGNAL) == (ssize_t)sizeof h ? 0 : -errno;
+}
+
+/* In the child, the parent having registered it (tas_fork_prepare_): the
+ * app as the parent had it, with sock as this process's registration. */
+int tas_app_join_fd_(const struct tas_app *parent, int sock, struct tas_app **out)
+{
+    struct tas_app *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return -ENOMEM;
+    *a = *parent;
+    pthread_mutex_init(&a->lock, NULL);
+    a->joined = 1;
+    a->sock = sock;
     *out = a;
     return 0;
 }
@@ -337,6 +414,7 @@ int tas_ctx_open(struct tas_app *a, struct tas_ctx **out)
         c->index = a->next_ctx++;
         struct tas_reg_msg m = reg_msg(TAS_REG_CTX_OPEN, a->app_id);
         m.ctx = c->index;
+        m.pid = getpid();
         int fds[1], nfds;
         if ((rc = send_reg(a->sock, &m, c->efd)) == 0 && (rc = recv_reg(a->sock, &m, fds, 1, &nfds)) == 0 &&
             m.type != TAS_REG_CTX_OPENED)
@@ -670,8 +748,8 @@ int tas_close(struct tas_conn *conn)
 {
     if (conn->closed)
         return -EBADF;
-    if (!conn->shut && !conn->error)
-        conn->shut = conn->want_shut = 1; /* FIN after the data */
+    if (!conn->shut && !conn->error && !conn->shared)
+        conn->shut = conn->want_shut = 1; /* FIN after the data (tasd's to send if others hold it) */
     conn->closed = conn->want_close = 1;
     flush_or_defer(conn);
     return 0;
@@ -758,6 +836,8 @@ static struct tas_listener *listener_by_id(struct tas_ctx *c, uint32_t id)
 static int apply_update(struct tas_conn *conn, uint32_t rx, uint32_t tx, int fin, struct tas_event *ev, int room)
 {
     int n = 0;
+    if (conn->closed && conn->shared)
+        return 0; /* another process may read it */
     if (conn->closed) { /* nobody will read it: free the space at once */
         if (tx <= conn->tx_used)
             conn->tx_used -= tx;
@@ -904,6 +984,29 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         c->dead = conn;
         return conn->hidden ? 0 : 1;
     }
+    case TAS_QE_FLOW_STATE: { /* the answer to a TAKE */
+        struct tas_conn *conn = map_get(c, e->flow, e->gen);
+        if (conn == NULL || !conn->taking)
+            return 0;
+        conn->taking = 0;
+        if (e->u.state.status) {
+            conn->error = e->u.state.status;
+            *ev = (struct tas_event){.type = TAS_EV_ERROR, .conn = conn, .status = conn->error};
+            return 1;
+        }
+        if (!(e->flags & TAS_QF_STALE)) { /* the worker's word; else the inherited copy stands */
+            const struct tas_qe_state *st = &e->u.state;
+            if (st->rx_ready > conn->rx_size || st->tx_used > conn->tx_size)
+                return 0;
+            conn->rx_pos = st->rx_pos & (conn->rx_size - 1);
+            conn->rx_ready = st->rx_ready;
+            conn->tx_pos = st->tx_pos & (conn->tx_size - 1);
+            conn->tx_used = st->tx_used;
+            conn->fin = (e->flags & TAS_QF_FIN) != 0;
+        }
+        *ev = (struct tas_event){.type = TAS_EV_DATA, .conn = conn, .bytes = conn->rx_ready};
+        return 1;
+    }
     case TAS_QE_FLOW_UPDATE: {
         struct tas_conn *conn = map_get(c, e->flow, e->gen);
         if (conn == NULL) { /* before its ACCEPTED or CONNECTED (another ring): keep it */
@@ -979,4 +1082,50 @@ int tas_wait(struct tas_ctx *c, int timeout_ms)
     }
     tas_ctx_disarm(c);
     return rc < 0 ? -errno : rc;
+}
+
+/* ---- connections inherited across fork (internal.h) ------------------------------------ */
+
+void tas_conn_ids_(const struct tas_conn *conn, uint32_t *flow, uint32_t *gen)
+{
+    *flow = conn->flow;
+    *gen = conn->gen;
+}
+
+void tas_conn_share_(struct tas_conn *conn) { conn->shared = 1; }
+
+int tas_conn_taking_(const struct tas_conn *conn) { return conn->taking; }
+
+/* In a forked child: a handle in c for the connection the parent's copy
+ * names, asking tasd for it (TAKE); usable once no longer taking.  The copy
+ * is freed.  NULL: -EAGAIN (no room in the ring: try again) or another
+ * error in *err. */
+struct tas_conn *tas_conn_take_(struct tas_ctx *c, struct tas_conn *copy, int *err)
+{
+    struct tas_conn *conn = calloc(1, sizeof *conn);
+    if (conn == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    *conn = *copy;
+    conn->ctx = c;
+    conn->tx_unsent_bump = conn->rx_unsent_free = 0; /* the parent's to announce */
+    conn->want_shut = conn->want_close = conn->want_abort = conn->want_opt = 0;
+    conn->pending = 0;
+    conn->next_pending = conn->next_dead = NULL;
+    conn->shared = conn->taking = 1;
+    conn->user = NULL;
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = TAS_QE_TAKE;
+    e.flow = conn->flow;
+    e.gen = conn->gen;
+    if (map_get(c, conn->flow, conn->gen) != NULL) {
+        *err = -EEXIST;
+    } else if ((*err = push_sp(c, &e)) == 0 && (*err = map_put(c, conn)) == 0) {
+        free(copy);
+        return conn;
+    }
+    free(conn);
+    return NULL;
 }

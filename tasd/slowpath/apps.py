@@ -6,7 +6,10 @@ its region (a memfd: header, rings, flow buffers), hands it to every worker,
 and sends it to the app with the doorbells.  Each context the app opens brings
 an eventfd, passed on to the workers.  The app's socket stays open: when it
 closes, the app is gone, and the registry says so (on_gone) before it removes
-the app from the workers and drops the region.
+the app from the workers and drops the region (once the connections the app
+had closed are done sending: they finish as on Linux).  A process forked from
+an app's registers as another process of it (its parent registers it at the
+fork, listing what the child holds: docs/sockets.md).
 
 Everything read from an app's rings is copied out first and checked by the
 caller; the rings' geometry comes from the header tasd wrote, never re-read.
@@ -34,10 +37,12 @@ from tasd.fastpath.binding import ffi, ipv4_be, lib
 log = logging.getLogger("tasd")
 
 REG_SIZE = ffi.sizeof("struct tas_reg_msg")
+HOLD_SIZE = ffi.sizeof("struct tas_reg_hold")
 FALLOC_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 # Answers a context may leave unread beyond its ring before they are dropped:
 # each connection brings a few (accepted, error, closed), each request one.
 BACKLOG_MAX = 1 << 16
+LINGER_MAX_S = 120  # a gone app's closed connections may finish for this long (then reset)
 
 
 @dataclass
@@ -114,7 +119,9 @@ class AppContext:
         e.type, e.flow, e.gen, e.flags = qe_type, flow, gen, flags
         ffi.memmove(ffi.addressof(e.u), b"\0" * ffi.sizeof(e.u), ffi.sizeof(e.u))
         for k, v in res.items():
-            if k in ("cookie", "status", "listener"):
+            if qe_type == lib.TAS_QE_FLOW_STATE:
+                setattr(e.u.state, k, v)
+            elif k in ("cookie", "status", "listener"):
                 setattr(e.u.res, k, v)
             else:
                 setattr(e.u.res.conn, k, v)
@@ -188,6 +195,8 @@ class App:
         self.buffers = BufferPool(self.fd, self.hdr.buf_off, self.hdr.buf_size, limits.rx_buffer, limits.tx_buffer)
         self.contexts: dict[int, AppContext] = {}
         self.ctx_proc: dict[int, socket.socket] = {}  # context -> the process (socket) that opened it
+        self.forked: set[socket.socket] = set()  # processes registered by the parent that forked them
+        self.posix = False  # the sockets layer's: a process that ends closes its connections (TAS_REG_F_POSIX)
         self.conns: set[int] = set()        # conn ids owned by the app (the connection manager's)
         self.listeners: set[int] = set()
 
@@ -246,7 +255,7 @@ class AppRegistry:
     """The app socket and the apps behind it."""
 
     def __init__(self, path: str, workers: list, limits: AppLimits, sp_doorbell: int,
-                 on_gone: Callable[[App], None], mode: int = 0o666, address=None, gateway=None):
+                 on_gone: Callable[..., bool], mode: int = 0o666, address=None, gateway=None):
         self.path = Path(path)
         # what apps learn of tasd's address at registration (the sockets layer
         # decides with it which connections tasd carries)
@@ -260,7 +269,12 @@ class AppRegistry:
         self.apps: dict[int, App] = {}
         self._sock: socket.socket | None = None
         self.stats = {"registered": 0, "refused": 0, "gone": 0, "contexts": 0, "joined": 0}
-        self.on_proc_gone: Callable[[App, set], None] = lambda app, ctxs: None
+        # apps gone whose closed connections still send from their regions
+        self.lingering: dict[int, App] = {}
+        self.on_proc_gone: Callable[[App, socket.socket, set], None] = lambda app, proc, ctxs: None
+        # a process forked (its child holds what it listed) or let go of what it held
+        self.on_fork: Callable[[App, socket.socket, list], None] = lambda app, proc, holds: None
+        self.on_release: Callable[[App, socket.socket, list], None] = lambda app, proc, holds: None
 
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -285,13 +299,14 @@ class AppRegistry:
             except BlockingIOError:
                 return
             conn.setblocking(False)
-            asyncio.get_running_loop().add_reader(conn.fileno(), self._on_message, conn, [None])
+            asyncio.get_running_loop().add_reader(conn.fileno(), self._on_message, conn, [None, []])
 
     def _on_message(self, conn: socket.socket, holder: list) -> None:
-        """holder[0]: the App once registered."""
+        """holder[0]: the App once registered; holder[1]: what a forking
+        parent said the child holds, until its HELLO."""
         while True:
             try:
-                data, anc, _, _ = conn.recvmsg(REG_SIZE, socket.CMSG_SPACE(4 * 4))
+                data, anc, _, _ = conn.recvmsg(max(REG_SIZE, HOLD_SIZE), socket.CMSG_SPACE(4 * 4))
             except BlockingIOError:
                 return
             except OSError:
@@ -329,27 +344,50 @@ class AppRegistry:
 
     def _handle(self, conn: socket.socket, holder: list, data: bytes, fds: list[int]) -> set[int]:
         """Carry out one registration message; returns the fds kept."""
+        if len(data) == HOLD_SIZE:
+            self._hold_message(conn, holder, data)
+            return set()
         if len(data) != REG_SIZE:
             raise OSError(errno.EPROTO, "bad registration message size")
         m = ffi.from_buffer("struct tas_reg_msg *", data)
         if m.magic != lib.TAS_ABI_MAGIC or m.abi_version != lib.TAS_ABI_VERSION:
             raise OSError(errno.EPROTO, f"ABI version {m.abi_version} is not tasd's {lib.TAS_ABI_VERSION}")
         if m.type == lib.TAS_REG_HELLO and holder[0] is None and m.secret:
-            holder[0] = self._join(conn, m.app_id, m.secret)
+            holder[0] = self._join(conn, m.app_id, m.secret, holder[1])
+            holder[1] = []
             return set()
         if m.type == lib.TAS_REG_HELLO and holder[0] is None:
             holder[0] = self._register(conn, ffi.string(m.name).decode(errors="replace"))
+            holder[0].posix = bool(m.flags & lib.TAS_REG_F_POSIX)
             return set()
         if m.type == lib.TAS_REG_CTX_OPEN and holder[0] is not None and len(fds) == 1:
+            if m.pid > 0 and conn in holder[0].forked:  # its own pid (the parent connected the socket)
+                holder[0].procs[conn] = m.pid
             self._open_context(holder[0], m.ctx, fds[0], conn)
             return {fds[0]}
         raise OSError(errno.EPROTO, "unexpected registration message")
+
+    def _hold_message(self, conn: socket.socket, holder: list, data: bytes) -> None:
+        """HOLD (a forking parent, before its child's HELLO) or RELEASE (a
+        registered process letting go)."""
+        m = ffi.from_buffer("struct tas_reg_hold *", data)
+        if m.magic != lib.TAS_ABI_MAGIC or m.abi_version != lib.TAS_ABI_VERSION or m.n > lib.TAS_REG_HOLD_MAX:
+            raise OSError(errno.EPROTO, "bad hold message")
+        holds = [(m.e[i].kind, m.e[i].id, m.e[i].gen) for i in range(m.n)]
+        if m.type == lib.TAS_REG_HOLD and holder[0] is None:
+            if len(holder[1]) + len(holds) > 16 * self.limits.max_conns:
+                raise OSError(errno.E2BIG, "more held than an app can have")
+            holder[1].extend(holds)
+        elif m.type == lib.TAS_REG_RELEASE and holder[0] is not None:
+            self.on_release(holder[0], conn, holds)
+        else:
+            raise OSError(errno.EPROTO, "unexpected hold message")
 
     def _register(self, conn: socket.socket, name: str) -> App:
         if len(self.apps) >= self.limits.max_apps:
             raise OSError(errno.EUSERS, f"too many apps (limit {self.limits.max_apps})")
         pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        app_id = next(i for i in range(self.limits.max_apps) if i not in self.apps)
+        app_id = next(i for i in range(self.limits.max_apps) if i not in self.apps and i not in self.lingering)
         app = App(app_id, conn, pid, uid, name or _comm(pid), self.limits, len(self.workers))
         for w in self.workers:
             w.send_fd(lib.TAS_MSG_APP_ADD, app.fd, app_id=app_id, size=app.size)
@@ -363,14 +401,18 @@ class AppRegistry:
         log.info("app %d registered: %s (pid %d, uid %d)", app_id, app.name, pid, uid)
         return app
 
-    def _join(self, conn: socket.socket, app_id: int, secret: int) -> App:
+    def _join(self, conn: socket.socket, app_id: int, secret: int, holds: list) -> App:
         """A process forked from an app's registers as that app's (it has the
-        region mapped, so it shows the secret in its header)."""
+        region mapped, so it shows the secret in its header).  With holds,
+        its parent registers it at the fork: the child holds those too."""
         app = self.apps.get(app_id)
         pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if app is None or secret != app.hdr.join_secret or uid != app.uid:
             raise OSError(errno.EPERM, f"pid {pid} may not join app {app_id}")
         app.procs[conn] = pid
+        if holds:
+            app.forked.add(conn)
+            self.on_fork(app, conn, holds)
         conn.sendmsg([_reg(lib.TAS_REG_WELCOME, app_id=app.id, nctx=self.limits.contexts,
                            nworkers=len(self.workers), region_size=app.size, max_conns=self.limits.max_conns,
                            **self.identity)])
@@ -382,9 +424,10 @@ class AppRegistry:
         """One of an app's processes is gone: its contexts' connections reset,
         their listeners closed; the app stays for the others."""
         pid = app.procs.pop(conn)
+        app.forked.discard(conn)
         ctxs = {i for i, p in app.ctx_proc.items() if p is conn}
         log.info("app %d: pid %d gone (%d context(s))", app.id, pid, len(ctxs))
-        self.on_proc_gone(app, ctxs)
+        self.on_proc_gone(app, conn, ctxs)
         for i in ctxs:
             del app.ctx_proc[i]
             app.contexts[i].retired = True  # its slot is not reused: the workers keep it
@@ -406,10 +449,30 @@ class AppRegistry:
         self.apps.pop(app.id, None)
         self.stats["gone"] += 1
         log.info("app %d gone: %s (pid %d)", app.id, app.name, app.pid)
-        self.on_gone(app)  # reset its connections, remove its flows first
+        if self.on_gone(app):  # reset its connections, remove its flows first
+            # what it had closed still goes out, from its region
+            log.info("app %d: %d closed connection(s) still sending", app.id, len(app.conns))
+            self.lingering[app.id] = app
+            asyncio.get_running_loop().call_later(LINGER_MAX_S, self._linger_expired, app)
+            return
+        self._remove(app)
+
+    def _remove(self, app: App) -> None:
         for w in self.workers:
             w.send(lib.TAS_MSG_APP_REMOVE, app_id=app.id)
         app.close()
+
+    def linger_done(self, app: App) -> None:
+        """The last closed connection of a gone app finished."""
+        if self.lingering.get(app.id) is app:
+            del self.lingering[app.id]
+            self._remove(app)
+
+    def _linger_expired(self, app: App) -> None:
+        if self.lingering.get(app.id) is app:
+            log.info("app %d: closed connections still not done after %d s: reset", app.id, LINGER_MAX_S)
+            self.on_gone(app, force=True)
+            self.linger_done(app)
 
     def contexts(self):
         for app in list(self.apps.values()):
@@ -421,6 +484,9 @@ class AppRegistry:
     async def close(self) -> None:
         for app in list(self.apps.values()):
             self._gone(app)
+        for app in list(self.lingering.values()):
+            self.on_gone(app, force=True)
+            self.linger_done(app)
         if self._sock is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._sock.fileno())

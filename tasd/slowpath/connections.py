@@ -48,6 +48,7 @@ class Flow:
     failed: int = 0            # an errno if it could not be installed
     flow_id: int = 0           # what the app calls it (kept after the worker let it go)
     added: int = 0             # its FLOW_ADD's number among the messages to its worker
+    taking: bool = False       # a context took it (TAKE): owed a FLOW_STATE
 
     def __post_init__(self):
         if self.index >= 0:
@@ -93,6 +94,11 @@ class ConnectionManager:
         self.pending: dict[IPv4Address, list] = {}  # neighbour -> frames waiting for its MAC
         self.backlogged: set = set()            # app contexts with answers waiting for room
         self.credit: dict[int, dict] = {}       # listener -> {owner context: connections it may take}
+        # processes (registration sockets) holding a connection or listener,
+        # once one forked with it: it closes when the last lets go
+        self.holders: dict[int, set] = {}
+        self.lholders: dict[int, set] = {}
+        self.shared: set[int] = set()           # connections a fork shared (their FIN is ours to ask for)
         self.stats = {"app_requests": 0, "app_bad_requests": 0, "app_limit": 0, "no_flow_slot": 0,
                       "arp_unresolved_drops": 0, "sp2app_full": 0, "events": 0}
 
@@ -155,6 +161,12 @@ class ConnectionManager:
             self.stack.timeout(cid, kind, snap, now)
         elif kind == "removed":
             self._release(flow)
+            if flow.taking:  # the worker let it go before telling the taker: what it has is all there is
+                flow.taking = False
+                owner = self.conn_owner.get(cid)
+                if owner is not None:
+                    self._answer(owner, lib.TAS_QE_FLOW_STATE, flow=flow.flow_id, gen=flow.gen,
+                                 flags=lib.TAS_QF_STALE)
             self.stack.flow_removed(cid, snap, ev.ts_recent if flow.params.timestamps else None, now)
         self.run()
 
@@ -197,9 +209,7 @@ class ConnectionManager:
                     self.stats["app_bad_requests"] += 1
             elif t == lib.TAS_QE_UNLISTEN:
                 if self.listener_owner.get(e.flow, (None,))[0] == app.id:
-                    self.stack.unlisten(e.flow, now)
-                    self.listener_owner.pop(e.flow, None)
-                    app.listeners.discard(e.flow)
+                    self._unlisten(app, e.flow, app.ctx_proc.get(ctx.index), owner, now)
                 else:
                     self.stats["app_bad_requests"] += 1
             elif t == lib.TAS_QE_SETOPT:
@@ -215,10 +225,11 @@ class ConnectionManager:
                 cid = self._conn_of_app(app, e.flow, e.gen)
                 if cid is None:
                     self.stats["app_bad_requests"] += 1
-                elif t == lib.TAS_QE_CLOSE:
-                    self.stack.close(cid, now)
                 else:
-                    self.stack.abort(cid, now)
+                    self._let_go(cid, app.ctx_proc.get(ctx.index), now, abort=t == lib.TAS_QE_ABORT,
+                                 requester=owner)
+            elif t == lib.TAS_QE_TAKE:
+                self._take(app, owner, e.flow, e.gen)
             else:
                 self.stats["app_bad_requests"] += 1
         except TcpError as err:
@@ -236,13 +247,158 @@ class ConnectionManager:
                 return cid
         return None
 
-    def app_gone(self, app: App, now: float) -> None:
-        """Reset everything the app had: its peers see RSTs, its flows leave
-        the workers before the app's region does."""
+    # ---- connections shared across fork ----------------------------------------------
+    def _proc_of(self, owner) -> object:
+        app = self.apps.apps.get(owner[0]) if owner else None
+        return app.ctx_proc.get(owner[1]) if app else None
+
+    def _holders(self, cid: int) -> set:
+        """The processes holding a connection: the one whose context has it,
+        until a fork shares it."""
+        hs = self.holders.get(cid)
+        if hs is None:
+            p = self._proc_of(self.conn_owner.get(cid))
+            hs = self.holders[cid] = {p} if p is not None else set()
+        return hs
+
+    def _lholders(self, lid: int) -> set:
+        hs = self.lholders.get(lid)
+        if hs is None:
+            p = self._proc_of(self.listener_owner.get(lid))
+            hs = self.lholders[lid] = {p} if p is not None else set()
+        return hs
+
+    def proc_forked(self, app: App, child, holds: list) -> None:
+        """A process of app forked: the child holds what the parent listed."""
+        for kind, ident, gen in holds:
+            if kind == lib.TAS_HOLD_CONN:
+                cid = self._conn_of_app(app, ident, gen)
+                if cid is not None:
+                    self._holders(cid).add(child)
+                    self.shared.add(cid)
+            elif kind == lib.TAS_HOLD_LISTENER and ident in app.listeners:
+                self._lholders(ident).add(child)
+
+    def proc_released(self, app: App, proc, holds: list, now: float) -> None:
+        """A process closed what it inherited without using it."""
+        for kind, ident, gen in holds:
+            if kind == lib.TAS_HOLD_CONN:
+                cid = self._conn_of_app(app, ident, gen)
+                if cid is not None and proc in self._holders(cid):
+                    try:
+                        self._let_go(cid, proc, now)
+                    except TcpError:
+                        pass  # already closing
+            elif kind == lib.TAS_HOLD_LISTENER and ident in app.listeners:
+                self._unlisten(app, ident, proc, None, now)
+        self.run()
+
+    def _let_go(self, cid: int, proc, now: float, abort: bool = False, requester=None) -> None:
+        """proc is done with a connection: it closes (or resets) if proc was
+        the last holder; else its news go to nobody until a holder takes it.
+        The requesting context forgets it either way (CLOSED)."""
+        hs = self._holders(cid)
+        hs.discard(proc)
+        log.debug("conn %d: a holder lets go, %d left", cid, len(hs))
+        if not hs:
+            self.holders.pop(cid, None)
+            if cid in self.shared and not abort:
+                self.shared.discard(cid)  # its holders closed without a FIN (others held it): the worker's
+                self._flow_cmd(cid, lib.TAS_MSG_FLOW_SHUT, 0, 0)
+            (self.stack.abort if abort else self.stack.close)(cid, now)
+            return
+        owner = self.conn_owner.get(cid)
+        f = self.flows.get(cid)
+        if owner is not None and self._proc_of(owner) is proc:
+            self._park(cid)
+        if requester is not None and f is not None:
+            self._answer(requester, lib.TAS_QE_CLOSED, flow=f.flow_id, gen=f.gen)
+
+    def _close_for_exit(self, cid: int, now: float) -> None:
+        """What Linux does to a socket whose last holder ended without
+        closing it: close it, a FIN after the data, or a RST if data was left
+        unread."""
+        f = self.flows.get(cid)
+        conn = self.stack.connection(cid)
+        if conn is None or f is None:
+            return
+        try:
+            if conn.app_handle and not conn.app_closed and f.index >= 0 and not f.removing:
+                fl = self.workers[f.worker].region.flows[f.index]
+                if fl.rx_avail == fl.rx_size:
+                    self._flow_cmd(cid, lib.TAS_MSG_FLOW_SHUT, 0, 0)
+                    self.stack.close(cid, now)
+                    return
+            self.stack.abort(cid, now)
+        except TcpError:
+            pass  # already on its way out
+
+    def _park(self, cid: int) -> None:
+        """No process uses the connection now (others hold it): its worker
+        keeps the news for whoever takes it."""
+        owner = self.conn_owner.get(cid)
+        parked = (owner[0], -1)
+        self.conn_owner[cid] = parked
+        f = self.flows.get(cid)
+        if f is not None and f.index >= 0:
+            self._flow_cmd(cid, lib.TAS_MSG_FLOW_MOVE, lib.TAS_CTX_NONE, 0)
+        conn = self.stack.connection(cid)
+        if conn is not None:
+            conn.owner = parked
+
+    def _take(self, app: App, owner, flow_id: int, gen: int) -> None:
+        """A process uses a connection it inherited: its context gets the
+        connection's news from now on, starting with where the buffers stand."""
+        cid = self._conn_of_app(app, flow_id, gen)
+        f = self.flows.get(cid) if cid is not None else None
+        log.debug("conn %s: taken by context %s", cid, owner)
+        if f is None or self._proc_of(owner) not in self._holders(cid):
+            self.stats["app_bad_requests"] += 1
+            self._answer(owner, lib.TAS_QE_FLOW_STATE, flow=flow_id, gen=gen, status=errno_mod.EBADF)
+            return
+        self.conn_owner[cid] = owner
+        conn = self.stack.connection(cid)
+        if conn is not None:
+            conn.owner = owner  # its later news (reset, closed) go there too
+        f.ctx = owner[1]
+        if f.index >= 0:
+            f.taking = True
+            self._flow_cmd(cid, lib.TAS_MSG_FLOW_MOVE, owner[1], 0, move_state=True)
+        else:  # the worker let it go: what the process has is all there is
+            self._answer(owner, lib.TAS_QE_FLOW_STATE, flow=f.flow_id, gen=f.gen, flags=lib.TAS_QF_STALE)
+
+    def _unlisten(self, app: App, lid: int, proc, owner, now: float) -> None:
+        """proc closed a listener: it stops listening once no process holds it."""
+        hs = self._lholders(lid)
+        hs.discard(proc)
+        if owner is not None and owner in self.credit.get(lid, {}):
+            self.stack.withdraw_credit(lid, self.credit[lid].pop(owner))
+        if not hs:
+            self.lholders.pop(lid, None)
+            self.stack.unlisten(lid, now)
+            self.listener_owner.pop(lid, None)
+            app.listeners.discard(lid)
+
+    def _closing(self, cid: int) -> bool:
+        """Closed by its app, still sending what the app wrote (and its FIN)."""
+        conn = self.stack.connection(cid)
+        f = self.flows.get(cid)
+        return conn is not None and conn.app_closed and f is not None and f.index >= 0 and not f.removing
+
+    def app_gone(self, app: App, now: float, force: bool = False) -> bool:
+        """Reset what the app had open: its peers see RSTs, its flows leave
+        the workers before the app's region does.  Connections it had closed
+        finish as on Linux (their data and FIN still go out, from the region,
+        which stays until they are done: True while any is; all are reset
+        with force)."""
         for lid in list(app.listeners):
             self.stack.unlisten(lid, now)
             self.listener_owner.pop(lid, None)
-        for cid in list(app.conns):
+        if app.posix and not force:
+            for cid in [c for c in app.conns if not self._closing(c)]:
+                self._close_for_exit(cid, now)
+        closing = set() if force else {cid for cid in app.conns if self._closing(cid)}
+        for cid in list(app.conns - closing):
             if self.stack.connection(cid) is not None:
                 try:
                     self.stack.abort(cid, now)
@@ -250,12 +406,18 @@ class ConnectionManager:
                     pass  # already on its way out
         self.run()
         # flows the stack did not remove (already closing): take them off now
-        for cid in list(app.conns):
+        for cid in list(app.conns - closing):
             f = self.flows.get(cid)
             if f is not None and not f.removing:
                 self._remove(f, rst=True)
-        app.conns.clear()
+        for cid in app.conns - closing:
+            self.holders.pop(cid, None)
+            self.shared.discard(cid)
+        for lid in app.listeners:
+            self.lholders.pop(lid, None)
+        app.conns &= closing
         app.listeners.clear()
+        return bool(app.conns)
 
     # ---- the stack's actions ------------------------------------------------------------
     def run(self) -> None:
@@ -320,14 +482,15 @@ class ConnectionManager:
         elif isinstance(a, ListenerClosed):
             self.listener_owner.pop(a.listener_id, None)
             self.credit.pop(a.listener_id, None)
+            self.lholders.pop(a.listener_id, None)
 
-    def _flow_cmd(self, conn_id: int, msg: int, flags: int, seconds: float) -> None:
+    def _flow_cmd(self, conn_id: int, msg: int, flags: int, seconds: float, move_state: bool = False) -> None:
         f = self.flows.get(conn_id)
         if f is None:
             return
         c = ffi.new("struct tas_flow_cmd *")
         c.index, c.gen, c.flags = f.index, f.gen, flags
-        c.timeout_us = min(int(seconds * 1e6), 0xffffffff)
+        c.timeout_us = lib.TAS_MOVE_STATE if move_state else min(int(seconds * 1e6), 0xffffffff)
         self.workers[f.worker].send(msg, c)
 
     def _taker(self, a: Accepted):
@@ -340,7 +503,8 @@ class ConnectionManager:
                 if n > 1:
                     credit[owner] = n - 1
                 return owner
-        return a.owner
+        ctx = self._ctx(a.owner)
+        return a.owner if ctx is not None and not ctx.retired else None
 
     def _deliver_accept(self, a: Accepted) -> None:
         f = self.flows.get(a.conn_id)
@@ -348,6 +512,9 @@ class ConnectionManager:
         if f is None or f.failed or app is None:
             return
         owner = self._taker(a)
+        if owner is None:  # nobody left to take it (its process is gone, others hold the listener)
+            self.stack.abort(a.conn_id, self._now())
+            return
         if owner[1] != f.ctx:  # another process's context: the worker notifies it from now on
             self._flow_cmd(a.conn_id, lib.TAS_MSG_FLOW_MOVE, owner[1], 0)
             f.ctx, f.added = owner[1], self.workers[f.worker].queued
@@ -359,17 +526,32 @@ class ConnectionManager:
         self._answer(owner, lib.TAS_QE_ACCEPTED, flow=f.flow_id, gen=f.gen, listener=a.listener_id,
                      after=self._after_install(f), **self._conn_info(f))
 
-    def proc_gone(self, app: App, ctxs: set, now: float) -> None:
-        """A process of a multi-process app is gone: what its contexts had
-        goes as if the app had gone, the rest stays."""
-        for lid in [l for l in app.listeners if self.listener_owner.get(l, (None, None))[1] in ctxs]:
-            self.stack.unlisten(lid, now)
-            self.listener_owner.pop(lid, None)
-            app.listeners.discard(lid)
+    def proc_gone(self, app: App, proc, ctxs: set, now: float) -> None:
+        """A process of a multi-process app is gone: what only it held goes
+        as if the app had gone (listeners closed, connections reset); what
+        others hold stays, news of connections it used going to nobody."""
         for lid, credit in self.credit.items():
             for owner in [o for o in credit if o[0] == app.id and o[1] in ctxs]:
                 self.stack.withdraw_credit(lid, credit.pop(owner))
-        for cid in [c for c in app.conns if self.conn_owner.get(c, (None, None))[1] in ctxs]:
+        for lid in list(app.listeners):
+            if proc in self._lholders(lid):
+                self._unlisten(app, lid, proc, None, now)
+        for cid in list(app.conns):
+            if self._closing(cid):
+                continue  # closed by the app: it finishes on its own
+            hs = self._holders(cid)
+            if proc not in hs:
+                continue
+            if cid in self.shared:  # as its last holder closing it (a FIN), or one of them
+                try:
+                    self._let_go(cid, proc, now)
+                except TcpError:
+                    pass
+                continue
+            self.holders.pop(cid, None)
+            if app.posix:
+                self._close_for_exit(cid, now)
+                continue
             if self.stack.connection(cid) is not None:
                 try:
                     self.stack.abort(cid, now)
@@ -457,11 +639,14 @@ class ConnectionManager:
             if f.slot >= 0 and self.apps.apps.get(f.app.id) is f.app:  # not if the app is gone
                 f.app.buffers.free(f.slot)
                 f.slot = -1
+        self.holders.pop(conn_id, None)
+        self.shared.discard(conn_id)
         owner = self.conn_owner.pop(conn_id, None)
-        if owner is not None:
-            app = self.apps.apps.get(owner[0])
-            if app is not None:
-                app.conns.discard(conn_id)
+        app = f.app if f is not None else self.apps.apps.get(owner[0]) if owner is not None else None
+        if app is not None:
+            app.conns.discard(conn_id)
+            if not app.conns and self.apps.apps.get(app.id) is not app:  # gone, its closed ones done
+                self.apps.linger_done(app)
 
     # ---- frames ------------------------------------------------------------------------------
     def _frame(self, src, dst, seg: TcpSegment, ecn, dst_mac: MacAddr, src_mac: MacAddr) -> bytes:

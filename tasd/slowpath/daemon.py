@@ -252,9 +252,11 @@ class Daemon:
                            tx_buffer=c["app.tx_buffer"], contexts=c["app.contexts"],
                            ring_entries=c["app.ring_entries"], max_apps=c["app.max_apps"])
         self.apps = AppRegistry(c["app_socket"], self.workers, limits, self._sp_doorbell,
-                                on_gone=lambda app: self.conns.app_gone(app, loop.time()),
+                                on_gone=lambda app, force=False: self.conns.app_gone(app, loop.time(), force),
                                 address=self.address, gateway=c["gateway"])
-        self.apps.on_proc_gone = lambda app, ctxs: self.conns.proc_gone(app, ctxs, loop.time())
+        self.apps.on_proc_gone = lambda app, proc, ctxs: self.conns.proc_gone(app, proc, ctxs, loop.time())
+        self.apps.on_fork = lambda app, proc, holds: self.conns.proc_forked(app, proc, holds)
+        self.apps.on_release = lambda app, proc, holds: self.conns.proc_released(app, proc, holds, loop.time())
         self.conns = ConnectionManager(self.stack, self.workers, self.apps, self.arp, self.mac, self.ip,
                                        self.network, c["gateway"], self._send, self._arp_flush, loop.time)
         loop.add_reader(self._sp_doorbell, self._on_app_requests)

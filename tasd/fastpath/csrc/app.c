@@ -161,23 +161,39 @@ void fp_app_detach(struct fp_worker *w, uint32_t app_id)
     memset(a, 0, sizeof *a);
 }
 
+static unsigned ctx_poll(struct fp_worker *w, struct fp_appctx *c, unsigned budget)
+{
+    unsigned n;
+    for (n = 0; n < budget; n++) {
+        struct tas_qe *slot = tas_ring_cons_slot(&c->app2fp);
+        if (slot == NULL)
+            break;
+        struct tas_qe e;
+        memcpy(&e, slot, sizeof e); /* one read of what the app wrote */
+        tas_ring_cons_release(&c->app2fp, slot);
+        w->st->app_msgs++;
+        fp_tcp_app_msg(w, c->app, &e);
+    }
+    return n;
+}
+
 unsigned fp_app_poll(struct fp_worker *w)
 {
     unsigned n = 0;
-    for (struct fp_appctx *c = w->active_ctx; c; c = c->next_active) {
-        for (unsigned k = 0; k < APP_BUDGET; k++) {
-            struct tas_qe *slot = tas_ring_cons_slot(&c->app2fp);
-            if (slot == NULL)
-                break;
-            struct tas_qe e;
-            memcpy(&e, slot, sizeof e); /* one read of what the app wrote */
-            tas_ring_cons_release(&c->app2fp, slot);
-            w->st->app_msgs++;
-            fp_tcp_app_msg(w, c->app, &e);
-            n++;
-        }
-    }
+    w->app_polling = 1;
+    for (struct fp_appctx *c = w->active_ctx; c; c = c->next_active)
+        n += ctx_poll(w, c, APP_BUDGET);
+    w->app_polling = 0;
     return n;
+}
+
+void fp_app_drain(struct fp_worker *w, struct fp_appctx *c)
+{
+    if (w->app_polling)
+        return; /* called from within the reading of a ring (rare): its order holds anyway */
+    w->app_polling = 1;
+    ctx_poll(w, c, ~0u);
+    w->app_polling = 0;
 }
 
 int fp_app_notify(struct fp_worker *w, struct fp_appctx *c, const struct tas_qe *e)

@@ -21,7 +21,8 @@ struct fp_flow_priv {
     uint8_t on_tx, on_notify, need_ack, fin_reported;
     uint32_t ecn_recover;   /* no second ECN reaction before snd_una passes this */
     uint16_t ip_id;
-    uint16_t _pad;
+    uint8_t state_pending;  /* the context is owed a FLOW_STATE (it took the flow) */
+    uint8_t _pad;
     struct fp_app *app;
     struct fp_appctx *ctx;
 };
@@ -66,6 +67,7 @@ int fp_tcp_flow_remove(struct fp_worker *w, const struct tas_flow_cmd *c);
 int fp_tcp_flow_retransmit(struct fp_worker *w, const struct tas_flow_cmd *c);
 int fp_tcp_flow_probe(struct fp_worker *w, const struct tas_flow_cmd *c);
 int fp_tcp_flow_move(struct fp_worker *w, const struct tas_flow_cmd *c);
+int fp_tcp_flow_shut(struct fp_worker *w, const struct tas_flow_cmd *c);
 
 /* A received TCP segment for our address (headers and checksum already
  * checked by rx.c).  Returns 1 if a flow took it, 0 if no flow owns it (an

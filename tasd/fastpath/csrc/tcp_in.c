@@ -209,17 +209,56 @@ int fp_tcp_flow_move(struct fp_worker *w, const struct tas_flow_cmd *c)
     struct tas_flow *f = flow_by_cmd(w, c->index, c->gen);
     if (f == NULL)
         return 0; /* gone meanwhile: the slowpath hears of it */
+    struct fp_flow_priv *p = &t->priv[c->index];
+    if (c->flags == TAS_CTX_NONE) { /* nobody to tell: news accumulate until a context takes it */
+        p->ctx = NULL;
+        return 0;
+    }
     struct fp_app *a = fp_app_get(w, f->app_id);
     if (a == NULL || c->flags >= a->nctx || a->ctx[c->flags] == NULL)
         return -1;
-    struct fp_flow_priv *p = &t->priv[c->index];
     f->ctx = c->flags;
     p->ctx = a->ctx[c->flags];
-    f->rx_notify = f->rx_size - f->rx_avail;
-    f->tx_notify = 0;
-    p->fin_reported = 0;
+    if (c->timeout_us == TAS_MOVE_STATE) {
+        p->state_pending = 1; /* the whole state, from the notify loop (it waits for room there) */
+    } else { /* a new connection for the app: all that came is news */
+        f->rx_notify = f->rx_size - f->rx_avail;
+        f->tx_notify = 0;
+        p->fin_reported = 0;
+    }
     fp_flow_notify_schedule(t, c->index); /* on the old list, the notify loop moves it */
     return 0;
+}
+
+/* The last process holding a shared connection closed it: FIN after its
+ * data, which may still wait in its context's ring (read it first). */
+int fp_tcp_flow_shut(struct fp_worker *w, const struct tas_flow_cmd *c)
+{
+    struct tas_flow *f = flow_by_cmd(w, c->index, c->gen);
+    if (f == NULL || f->state != TAS_FLOW_ACTIVE)
+        return 0;
+    struct fp_appctx *ctx = w->tcp->priv[c->index].ctx;
+    if (ctx != NULL)
+        fp_app_drain(w, ctx);
+    f->fl |= TAS_FL_FIN_QUEUED;
+    fp_flow_tx_schedule(w->tcp, c->index);
+    return 0;
+}
+
+/* A context took the flow (TAS_MOVE_STATE): where its buffers stand. */
+static void flow_state_entry(struct fp_worker *w, uint32_t i, struct tas_qe *e)
+{
+    struct tas_flow *f = &w->tcp->flows[i];
+    uint32_t unread = f->rx_size - f->rx_avail;
+    memset(e, 0, sizeof *e);
+    e->type = TAS_QE_FLOW_STATE;
+    e->flow = tas_flow_id(w->shm->worker_id, i);
+    e->gen = f->gen;
+    e->flags = f->fl & TAS_FL_FIN_RCVD ? TAS_QF_FIN : 0;
+    e->u.state.rx_pos = (f->rx_head - unread) & (f->rx_size - 1);
+    e->u.state.rx_ready = unread;
+    e->u.state.tx_pos = (f->tx_pos + f->tx_data) & (f->tx_size - 1);
+    e->u.state.tx_used = f->tx_data;
 }
 
 int fp_tcp_flow_probe(struct fp_worker *w, const struct tas_flow_cmd *c)
@@ -1027,7 +1066,17 @@ void fp_tcp_poll(struct fp_worker *w)
                 continue;
             }
             int fin = (f->fl & TAS_FL_FIN_RCVD) && !p->fin_reported;
-            if (f->state != TAS_FLOW_FREE && (f->rx_notify || f->tx_notify || fin)) {
+            if (f->state != TAS_FLOW_FREE && p->state_pending) {
+                struct tas_qe e;
+                flow_state_entry(w, i - 1, &e);
+                if (fp_app_notify(w, c, &e) != 0) {
+                    w->st->app_ring_full++;
+                    break;
+                }
+                f->rx_notify = f->tx_notify = 0; /* all in the state */
+                p->fin_reported = (f->fl & TAS_FL_FIN_RCVD) != 0;
+                p->state_pending = 0;
+            } else if (f->state != TAS_FLOW_FREE && (f->rx_notify || f->tx_notify || fin)) {
                 struct tas_qe e;
                 memset(&e, 0, sizeof e);
                 e.type = TAS_QE_FLOW_UPDATE;

@@ -394,6 +394,7 @@ static int sp_message(struct fp_worker *w, const struct tas_msg *m)
     case TAS_MSG_FLOW_REMOVE:
     case TAS_MSG_FLOW_RETRANSMIT:
     case TAS_MSG_FLOW_PROBE:
+    case TAS_MSG_FLOW_SHUT:
     case TAS_MSG_FLOW_MOVE: {
         struct tas_flow_cmd c;
         if (m->len < sizeof c)
@@ -403,6 +404,8 @@ static int sp_message(struct fp_worker *w, const struct tas_msg *m)
             return fp_tcp_flow_remove(w, &c);
         if (m->type == TAS_MSG_FLOW_MOVE)
             return fp_tcp_flow_move(w, &c);
+        if (m->type == TAS_MSG_FLOW_SHUT)
+            return fp_tcp_flow_shut(w, &c);
         /* a flow removed meanwhile is no error: the slowpath's decision crossed it */
         if (m->type == TAS_MSG_FLOW_RETRANSMIT)
             fp_tcp_flow_retransmit(w, &c);

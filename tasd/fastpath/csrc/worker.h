@@ -67,6 +67,7 @@ struct fp_worker {
     /* applications */
     struct fp_app apps[FP_MAX_APPS];
     struct fp_appctx *active_ctx;    /* list of contexts to poll */
+    int app_polling;                 /* inside fp_app_poll (its rings are being read) */
     struct fp_tcp *tcp;
 };
 
@@ -91,6 +92,8 @@ int fp_app_attach(struct fp_worker *w, uint32_t app_id, uint8_t *base, uint64_t 
 int fp_app_ctx_attach(struct fp_worker *w, uint32_t app_id, uint32_t ctx, int efd, char *err, size_t errlen);
 void fp_app_detach(struct fp_worker *w, uint32_t app_id);
 unsigned fp_app_poll(struct fp_worker *w);
+/* Everything waiting in one context's app2fp ring (not while fp_app_poll runs). */
+void fp_app_drain(struct fp_worker *w, struct fp_appctx *c);
 /* Queue an entry for a context's fp2app ring; 0, or -1 if it is full. */
 int fp_app_notify(struct fp_worker *w, struct fp_appctx *c, const struct tas_qe *e);
 void fp_app_wake(struct fp_worker *w);
