@@ -61,6 +61,10 @@ def peer_connection(c: socket.socket) -> None:
             end = type(e).__name__
         c.sendall(end.encode())
         back.close()
+    elif cmd[0] == "later":  # after T s, a few bytes; then wait for the client to close
+        time.sleep(float(cmd[1]))
+        c.sendall(b"late")
+        c.recv(1)
     elif cmd[0] == "connect":  # connect back to the client's listener
         time.sleep(WAIT / 3)
         back = socket.create_connection((c.getpeername()[0], int(cmd[1])))
@@ -434,6 +438,55 @@ def case_shutdown_read_then_state(c: Case):
     s.shutdown(socket.SHUT_WR)
     out.append(revents(s))
     s.close()
+    return out
+
+
+class Alarm(Exception):
+    pass
+
+
+def case_signal_interrupts_a_blocking_recv(c: Case):
+    """A handler without SA_RESTART (Python's): the recv ends at once with
+    EINTR, and the handler's exception comes out.  (SA_RESTART: the C
+    program in test_semantics.py.)"""
+    import signal
+
+    def ring(sig, frame):
+        raise Alarm
+
+    old = signal.signal(signal.SIGALRM, ring)
+    s = c.connect("later 0.8")
+    t0 = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        s.recv(10)
+        out = ["no signal"]
+    except Alarm:
+        out = ["late" if time.monotonic() - t0 > 0.6 else "early"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    s.close()
+    return out
+
+
+def case_linger_close_waits_for_the_data(c: Case):
+    """SO_LINGER with a timeout: close returns once the data is acknowledged,
+    or after the timeout when the peer does not read."""
+    out = []
+    for cmd, size in (("echo", 100_000), ("hold 3", 20_000_000)):
+        s = c.connect(cmd)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 1))
+        s.setblocking(False)
+        sent = 0
+        try:
+            while sent < size:
+                sent += s.send(b"x" * min(65536, size - sent))
+        except BlockingIOError:
+            pass
+        t0 = time.monotonic()
+        s.close()
+        out.append(round(time.monotonic() - t0))
     return out
 
 

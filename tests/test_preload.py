@@ -520,3 +520,18 @@ def test_listener_outlives_the_process_that_opened_it(tasd, tmp_path):
         r = tasd.tb.run(tasd.tb.ns_peer, "sh", "-c", f"printf ping{i} | nc -N {tasd.tb.tasd_ip} 7313",
                         timeout=20)
         assert r.stdout == f"ping{i}"
+
+
+def test_socat_forking_server_on_tasd_echoes_through_a_child_each(tasd, payload):
+    """socat's fork option: accept, fork, the child relays the connection to
+    `cat` (which it forks and execs in turn), the parent closes its copy."""
+    srv = on_tasd(tasd, "socat", "TCP-LISTEN:7314,fork,reuseaddr", "EXEC:cat", stderr=subprocess.PIPE)
+    try:
+        wait_listening(tasd, 7314)
+        for _ in range(3):
+            r = subprocess.run(tasd.tb.netns_argv(tasd.tb.ns_peer, ["socat", "-t", "10", "-",
+                                                                    f"TCP:{tasd.tb.tasd_ip}:7314"]),
+                               stdin=open(payload, "rb"), capture_output=True, timeout=60)
+            assert hashlib.sha256(r.stdout).hexdigest() == sha(payload), r.stderr
+    finally:
+        srv.kill()
