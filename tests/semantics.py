@@ -441,6 +441,21 @@ def case_shutdown_read_then_state(c: Case):
     return out
 
 
+def case_tcp_info_after_an_exchange(c: Case):
+    """TCP_INFO in Linux's layout with live numbers (normalised: they differ)."""
+    s = c.connect("echo")
+    for _ in range(5):
+        s.send(b"ping")
+        s.recv(10)
+    raw = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    state = raw[0]
+    rto, _, snd_mss, _, unacked = struct.unpack_from("5I", raw, 8)
+    rtt, rttvar, _, cwnd = struct.unpack_from("4I", raw, 8 + 15 * 4)
+    s.close()
+    return [state, 200_000 <= rto <= 3_000_000, 500 < snd_mss <= 1460, unacked, 0 < rtt < 1_000_000,
+            rttvar > 0, 2 <= cwnd <= 100]
+
+
 class Alarm(Exception):
     pass
 

@@ -502,12 +502,14 @@ enum tas_qe_type {
     TAS_QE_ABORT = 37,       /* flow, gen: reset it */
     TAS_QE_SETOPT = 38,      /* flow, gen, opt: keepalive and user timeout */
     TAS_QE_TAKE = 39,        /* flow, gen: a connection inherited across fork is this context's now */
+    TAS_QE_INFO = 40,        /* flow, gen: how is the connection doing (TCP_INFO)? */
     /* slowpath -> app (sp2app) */
     TAS_QE_LISTENED = 48,    /* res: cookie, status, listener */
     TAS_QE_ACCEPTED = 49,    /* flow, gen, res: listener, conn */
     TAS_QE_CONNECTED = 50,   /* flow, gen, res: cookie, status, conn */
     TAS_QE_CONN_ERROR = 51,  /* flow, gen, res.status: the connection failed (errno) */
     TAS_QE_CLOSED = 52,      /* flow, gen: gone for good; the handle may be reused */
+    TAS_QE_INFO_ANSWER = 53, /* flow, gen, info: the answer to INFO */
 };
 
 /* tas_qe.flags */
@@ -564,6 +566,19 @@ struct tas_qe_state {
     uint32_t _pad0;
 };
 
+struct tas_qe_info {
+    uint32_t rtt_us;         /* smoothed; 0: no sample yet */
+    uint32_t rttvar_us;
+    uint32_t rto_us;
+    uint32_t cwnd;           /* bytes */
+    uint32_t ssthresh;       /* bytes */
+    uint32_t mss;
+    uint32_t retrans;        /* segments sent again, in all */
+    uint32_t snd_wnd;        /* the peer's window, bytes */
+    uint64_t bytes_acked;
+    uint64_t bytes_received;
+};
+
 struct tas_qe_res {
     uint64_t cookie;
     int32_t status;          /* 0 or a positive errno */
@@ -584,6 +599,7 @@ struct tas_qe {
         struct tas_qe_res res;
         struct tas_qe_opt opt;
         struct tas_qe_state state;
+        struct tas_qe_info info;
         uint8_t raw[48];
     } u;
 };
@@ -736,6 +752,7 @@ _Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");
 _Static_assert(sizeof(struct tas_reg_msg) == 256, "registration message");
 _Static_assert(sizeof(struct tas_reg_hold) == 4096, "hold message");
 _Static_assert(sizeof(struct tas_qe_state) <= 48, "state entry payload");
+_Static_assert(sizeof(struct tas_qe_info) <= 48, "info entry payload");
 #endif
 
 #endif /* TASD_ABI_H */

@@ -46,6 +46,11 @@ void tas_conn_share_(struct tas_conn *c);
 struct tas_conn *tas_conn_take_(struct tas_ctx *ctx, struct tas_conn *copy, int *err);
 int tas_conn_taking_(const struct tas_conn *c);
 
+/* TCP_INFO's numbers from tasd: ask, then poll until answered (1). */
+struct tas_qe_info;
+int tas_conn_ask_info_(struct tas_conn *c);
+int tas_conn_info_(const struct tas_conn *c, struct tas_qe_info *out);
+
 /* ---- libc's own functions, past the interposition (interpose.c) ---- */
 
 struct libc_fns {

@@ -1409,10 +1409,25 @@ int ts_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
             memset(&ti, 0, sizeof ti);
             ti.tcpi_state = tcpi_state(s);
             ti.tcpi_snd_mss = ti.tcpi_rcv_mss = 1448;
-            if (s->state == S_CONNECTED) {
-                ti.tcpi_unacked = (uint32_t)((tas_tx_used_(s->c) + 1447) / 1448);
-                ti.tcpi_snd_cwnd = 10;
+            struct tas_qe_info in;
+            if (s->state == S_CONNECTED && tas_conn_ask_info_(s->c) == 0) { /* a round trip through tasd */
+                int64_t deadline = now_ms() + 1000;
+                while (!tas_conn_info_(s->c, &in) && sleep_ctx(deadline) != ETIMEDOUT && sock_get(fd) == s)
+                    ;
+            }
+            if (s->state == S_CONNECTED && sock_get(fd) == s) {
+                tas_conn_info_(s->c, &in);
+                uint32_t mss = in.mss ? in.mss : 1448;
+                ti.tcpi_snd_mss = ti.tcpi_rcv_mss = ti.tcpi_advmss = mss;
+                ti.tcpi_unacked = (uint32_t)((tas_tx_used_(s->c) + mss - 1) / mss);
+                ti.tcpi_rtt = in.rtt_us;
+                ti.tcpi_rttvar = in.rttvar_us;
+                ti.tcpi_rto = in.rto_us;
+                ti.tcpi_snd_cwnd = in.cwnd / mss;
+                ti.tcpi_snd_ssthresh = in.ssthresh >= 0x7fffffffu ? 0x7fffffffu : in.ssthresh / mss;
+                ti.tcpi_total_retrans = in.retrans;
                 ti.tcpi_rcv_space = (uint32_t)tas_rx_size_(s->c);
+                ti.tcpi_pmtu = mss + 52;
             }
             if (val == NULL) {
                 rc = fail(EFAULT);

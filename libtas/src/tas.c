@@ -53,6 +53,8 @@ struct tas_conn {
     int hidden;                  /* never shown to the app: no events for it */
     int shared;                  /* other processes may hold it (fork): closing it sends no FIN */
     int taking;                  /* inherited, taken: waiting for its state (FLOW_STATE) */
+    int info_asked;              /* an INFO is out; info holds the last answer */
+    struct tas_qe_info info;
     int want_shut, want_close, want_abort; /* requested, waiting for room in a ring */
     int want_opt;
     struct tas_qe_opt opt;
@@ -1007,6 +1009,14 @@ static int translate(struct tas_ctx *c, const struct tas_qe *e, struct tas_event
         *ev = (struct tas_event){.type = TAS_EV_DATA, .conn = conn, .bytes = conn->rx_ready};
         return 1;
     }
+    case TAS_QE_INFO_ANSWER: {
+        struct tas_conn *conn = map_get(c, e->flow, e->gen);
+        if (conn != NULL) {
+            conn->info = e->u.info;
+            conn->info_asked = 0;
+        }
+        return 0;
+    }
     case TAS_QE_FLOW_UPDATE: {
         struct tas_conn *conn = map_get(c, e->flow, e->gen);
         if (conn == NULL) { /* before its ACCEPTED or CONNECTED (another ring): keep it */
@@ -1128,4 +1138,26 @@ struct tas_conn *tas_conn_take_(struct tas_ctx *c, struct tas_conn *copy, int *e
     }
     free(conn);
     return NULL;
+}
+
+/* TCP_INFO: ask tasd how the connection is doing (the answer comes as the
+ * context is polled: tas_conn_info_ says when it has). */
+int tas_conn_ask_info_(struct tas_conn *conn)
+{
+    struct tas_qe e;
+    memset(&e, 0, sizeof e);
+    e.type = TAS_QE_INFO;
+    e.flow = conn->flow;
+    e.gen = conn->gen;
+    int rc = push_sp(conn->ctx, &e);
+    if (rc == 0)
+        conn->info_asked = 1;
+    return rc;
+}
+
+/* The last answer; 0 while a question is out. */
+int tas_conn_info_(const struct tas_conn *conn, struct tas_qe_info *out)
+{
+    *out = conn->info;
+    return !conn->info_asked;
 }

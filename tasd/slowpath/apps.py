@@ -121,6 +121,8 @@ class AppContext:
         for k, v in res.items():
             if qe_type == lib.TAS_QE_FLOW_STATE:
                 setattr(e.u.state, k, v)
+            elif qe_type == lib.TAS_QE_INFO_ANSWER:
+                setattr(e.u.info, k, v)
             elif k in ("cookie", "status", "listener"):
                 setattr(e.u.res, k, v)
             else:

@@ -230,6 +230,10 @@ class ConnectionManager:
                                  requester=owner)
             elif t == lib.TAS_QE_TAKE:
                 self._take(app, owner, e.flow, e.gen)
+            elif t == lib.TAS_QE_INFO:
+                cid = self._conn_of_app(app, e.flow, e.gen)
+                self._answer(owner, lib.TAS_QE_INFO_ANSWER, flow=e.flow, gen=e.gen,
+                             **(self._info(cid) if cid is not None else {}))
             else:
                 self.stats["app_bad_requests"] += 1
         except TcpError as err:
@@ -313,6 +317,16 @@ class ConnectionManager:
             self._park(cid)
         if requester is not None and f is not None:
             self._answer(requester, lib.TAS_QE_CLOSED, flow=f.flow_id, gen=f.gen)
+
+    def _info(self, cid: int) -> dict:
+        """TCP_INFO's numbers: the worker's, while it has the flow."""
+        f = self.flows.get(cid)
+        if f is None or f.index < 0:
+            return {}
+        fl = self.workers[f.worker].region.flows[f.index]
+        return dict(rtt_us=fl.srtt_us, rttvar_us=fl.rttvar_us, rto_us=fl.rto_us, cwnd=fl.cwnd, ssthresh=fl.ssthresh,
+                    mss=fl.mss, retrans=min(fl.retx_segs, 0xffffffff), snd_wnd=fl.snd_wnd,
+                    bytes_acked=fl.tx_bytes, bytes_received=fl.rx_bytes)
 
     def _close_for_exit(self, cid: int, now: float) -> None:
         """What Linux does to a socket whose last holder ended without
