@@ -535,3 +535,38 @@ def test_socat_forking_server_on_tasd_echoes_through_a_child_each(tasd, payload)
             assert hashlib.sha256(r.stdout).hexdigest() == sha(payload), r.stderr
     finally:
         srv.kill()
+
+
+def linux_server(t, port: int, *argv) -> subprocess.Popen:
+    """A server on the Linux side, once it listens."""
+    p = t.tb.popen(t.tb.ns_peer, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t.tb.run(t.tb.ns_peer, "sh", "-c", f"until nc -z 127.0.0.1 {port}; do sleep 0.1; done", timeout=15)
+    return p
+
+
+def test_clients_on_tasd_against_linux_servers(tasd):
+    """The other role of the client-server pairs above: sockperf, redis-benchmark,
+    memcslap and memccapable on tasd, their servers on Linux."""
+    ip = tasd.tb.peer_ip
+    srvs = [linux_server(tasd, 7320, "sockperf", "server", "--tcp", "-p", "7320"),
+            linux_server(tasd, 7321, "redis-server", "--port", "7321", "--save", "", "--appendonly", "no",
+                         "--protected-mode", "no"),
+            linux_server(tasd, 7322, "memcached", "-u", "root", "-p", "7322", "-U", "0", "-t", "4", "-l", "0.0.0.0")]
+    try:
+        for mode, summary in (("ping-pong", "Summary: Latency is"), ("throughput", "Summary: Message Rate is")):
+            r = run_on_tasd(tasd, "sockperf", mode, "--tcp", "-i", ip, "-p", "7320", "-t", "2", text=True)
+            assert summary in r.stdout + r.stderr, r.stdout + r.stderr
+        r = run_on_tasd(tasd, "redis-benchmark", "-h", ip, "-p", "7321", "-t", "set,get", "-c", "50", "-P", "16",
+                        "-n", "100000", "--csv", text=True, timeout=120)
+        rows = {line.split(",")[0].strip('"'): float(line.split(",")[1].strip('"'))
+                for line in r.stdout.splitlines()[1:] if line.count(",") >= 1}
+        assert rows.get("SET", 0) > 1000 and rows.get("GET", 0) > 1000, r.stdout + r.stderr
+        r = run_on_tasd(tasd, "memcslap", f"--servers={ip}:7322", "--concurrency=8", "--execute-number=2000",
+                        text=True, timeout=120)
+        assert "Time to set" in r.stdout, r.stdout + r.stderr
+        r = run_on_tasd(tasd, "memccapable", "-h", ip, "-p", "7322", text=True, timeout=120)
+        assert r.returncode == 0 and "All tests passed" in r.stdout, r.stdout[-3000:] + r.stderr
+        assert tasd.ctl("stats")["fastpath"]["tcp_rx_segs"] > 10_000  # it came through tasd
+    finally:
+        for p in srvs:
+            p.kill()

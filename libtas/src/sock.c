@@ -1344,8 +1344,11 @@ int ts_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         case SO_REUSEADDR: rc = put_int(val, len, s->reuseaddr); break;
         case SO_REUSEPORT: rc = put_int(val, len, s->reuseport); break;
         case SO_KEEPALIVE: rc = put_int(val, len, s->keepalive); break;
-        case SO_RCVBUF: rc = put_int(val, len, s->rcvbuf); break;
-        case SO_SNDBUF: rc = put_int(val, len, s->sndbuf); break;
+        /* a connection's real buffers are tasd's (app.rx_buffer, app.tx_buffer) */
+        case SO_RCVBUF: rc = put_int(val, len, s->state == S_CONNECTED ? (int)tas_rx_size_(s->c) : s->rcvbuf); break;
+        case SO_SNDBUF:
+            rc = put_int(val, len, s->state == S_CONNECTED ? (int)(tas_tx_space(s->c) + tas_tx_used_(s->c)) : s->sndbuf);
+            break;
         case SO_RCVLOWAT: rc = put_int(val, len, s->rcvlowat); break;
         case SO_SNDLOWAT: rc = put_int(val, len, s->sndlowat); break;
         case SO_ERROR: {
