@@ -33,6 +33,8 @@ class BuildNative(build_ext):
         libdir = out / "tasd" / "lib"
         libdir.mkdir(parents=True, exist_ok=True)
         self.spawn(["make", "-s", "-C", str(ROOT / "libtas"), f"OUT={libdir}", f"-j{os.cpu_count() or 1}"])
+        # the benchmarks' load generator (tools/bench.py)
+        self.spawn(["gcc", "-O2", "-Wall", "-Werror", "-o", str(libdir / "rpcbench"), str(ROOT / "tools/rpcbench.c")])
 
 
 setup(cffi_modules=["_cffi_src/build_fastpath.py:ffibuilder", "_cffi_src/build_libtas.py:ffibuilder"],

@@ -284,18 +284,35 @@ class Testbed:
         self.tasds.append(t)
         return t
 
+    PEER_TASD_IP_SUFFIX = 4
+
+    def start_peer_tasd(self, extra_args=(), **overrides) -> "TasdProcess":
+        """A second tasd, on the peer's side of the veth (address .4 of the
+        subnet, next to the peer's kernel at .3): both ends of a connection
+        on tasd (the benchmarks)."""
+        ip = self.peer_ip.rsplit(".", 1)[0] + f".{self.PEER_TASD_IP_SUFFIX}"
+        cfg = self.tasd_config(interface=self.peer_if, address=f"{ip}/{self.PREFIX_LEN}",
+                               control_socket=str(STATE_DIR / f"{self.id}-peer-tasd.sock"),
+                               app_socket=str(STATE_DIR / f"{self.id}-peer-app.sock"), **overrides)
+        t = TasdProcess(self, cfg, extra_args, ns=self.ns_peer)
+        t.ip = ip
+        self.tasds.append(t)
+        return t
+
 
 class TasdProcess:
     """tasd running in the testbed's tasd namespace, with its output kept."""
 
-    def __init__(self, tb: Testbed, cfg: dict, extra_args=()):
+    def __init__(self, tb: Testbed, cfg: dict, extra_args=(), ns: str | None = None):
         self.tb, self.cfg = tb, cfg
+        self.ns = ns or tb.ns_tasd
+        self.ip = cfg["address"].split("/")[0]
         self.socket = cfg["control_socket"]
         self.app_socket = cfg["app_socket"]
         self.config_path = write_toml(STATE_DIR / f"{tb.id}-{secrets.token_hex(2)}.toml", cfg)
         self.log_path = self.config_path.with_suffix(".log")
         self._log = open(self.log_path, "w+")
-        self.proc = tb.popen(tb.ns_tasd, sys.executable, "-m", "tasd", "-c", self.config_path, *extra_args,
+        self.proc = tb.popen(self.ns, sys.executable, "-m", "tasd", "-c", self.config_path, *extra_args,
                              stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
@@ -321,11 +338,11 @@ class TasdProcess:
     def app(self, *argv, **kw) -> subprocess.Popen:
         """Start a program on tasd (in tasd's namespace, pointed at its app socket)."""
         env = dict(os.environ, TASD_APP_SOCKET=self.app_socket, **kw.pop("env", {}))
-        return self.tb.popen(self.tb.ns_tasd, *argv, env=env, **kw)
+        return self.tb.popen(self.ns, *argv, env=env, **kw)
 
     def run_app(self, *argv, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         env = dict(os.environ, TASD_APP_SOCKET=self.app_socket)
-        return self.tb.run(self.tb.ns_tasd, *argv, env=env, timeout=timeout, check=check)
+        return self.tb.run(self.ns, *argv, env=env, timeout=timeout, check=check)
 
     def ctl(self, cmd: str, **args) -> dict:
         from tasd.tasctl import request
