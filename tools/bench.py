@@ -131,7 +131,7 @@ class Bench:
                                                    "--warmup", self.warmup], on_tasd=True)
                                 self.record("rpc", cfg, "tasd-both", json.loads(out))
             finally:
-                srv.kill()
+                stop(srv)
 
     def bulk(self) -> None:
         for stack in ("linux", "tasd"):
@@ -146,7 +146,7 @@ class Bench:
                     gbps = end["sum_received"]["bits_per_second"] / 1e9
                     self.record("bulk", {"flows": flows}, stack, {"gbit_s": round(gbps, 3)})
             finally:
-                srv.kill()
+                stop(srv)
 
     def connrate(self) -> None:
         for stack in ("linux", "tasd"):
@@ -158,7 +158,7 @@ class Bench:
                                        "--time", self.t, "--warmup", self.warmup])
                     self.record("connrate", {"parallel": par}, stack, json.loads(out))
             finally:
-                srv.kill()
+                stop(srv)
 
     def scale(self) -> None:
         for n in ([1000] if self.quick else [1000, 16000, 64000]):
@@ -190,7 +190,7 @@ class Bench:
                 except RuntimeError as e:  # reported, and the rest goes on
                     self.record("scale", {"conns": n, "active": min(n, 256)}, stack, {"error": str(e)})
                 finally:
-                    srv.kill()
+                    stop(srv)
 
     def tasd_memory(self) -> int:
         """Bytes tasd uses: its processes' resident memory (what is not shared
@@ -232,7 +232,7 @@ class Bench:
                                 "softirq_s_per_mrpc": round((s1 - s0) / mrpcs, 2)})
                 self.record("cpu", {"offered_rps": rate, "conns": 16}, stack, numbers)
             finally:
-                srv.kill()
+                stop(srv)
 
     def apps(self) -> None:
         n = 20000 if self.quick else 200000
@@ -249,7 +249,7 @@ class Bench:
                 self.record("apps", {"program": "redis-benchmark -c 50 -P 16"}, stack,
                             {"set_rps": rows.get("SET", 0), "get_rps": rows.get("GET", 0)})
             finally:
-                srv.kill()
+                stop(srv)
             port = self.next_port()
             srv = self.server(stack, "memcached", "-u", "root", "-p", port, "-U", "0", "-t", "1", "-l", "0.0.0.0")
             try:
@@ -262,7 +262,16 @@ class Bench:
                 self.record("apps", {"program": "memcslap --concurrency=16"}, stack,
                             {"ops_s": round(16 * ops / secs, 1)})
             finally:
-                srv.kill()
+                stop(srv)
+
+
+def stop(p: subprocess.Popen) -> None:
+    """A program and every process it forked (its session)."""
+    try:
+        os.killpg(p.pid, 9)
+    except ProcessLookupError:
+        pass
+    p.wait()
 
 
 def family(pid: int) -> list:

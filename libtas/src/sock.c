@@ -112,7 +112,8 @@ static int fallback_kernel;   /* TASD_FALLBACK=kernel: without tasd, sockets sta
 static uint32_t my_ip, my_plen, my_gw;
 static uint32_t *local_ips;   /* the kernel's own addresses here: connections to them stay its */
 static int n_local_ips;
-static int sleepers;          /* threads asleep on ctx_fd */
+static int sleepers;          /* threads asleep on ctx_fd in poll(2) (level-triggered) */
+static int ep_sleepers;       /* threads asleep in epoll_wait (ctx_fd edge-triggered in their sets) */
 static int nobjs;             /* live tasd sockets and epoll sets */
 static struct tsock *waiting; /* listen and connect in flight */
 static struct tep *eps;       /* epoll sets with tasd sockets */
@@ -253,7 +254,7 @@ static void start_opts(struct tsock *s)
 
 static void wake_sleepers(void)
 {
-    if (sleepers > 0) {
+    if (sleepers > 0 || ep_sleepers > 0) {
         uint64_t one = 1;
         (void)!libc_.write(ctx_fd, &one, sizeof one);
     }
@@ -397,8 +398,36 @@ static void sleeper_leave(void)
     if (--sleepers == 0) {
         uint64_t v;
         (void)!libc_.read(ctx_fd, &v, sizeof v);
-        tas_ctx_disarm(ctx);
+        if (ep_sleepers == 0)
+            tas_ctx_disarm(ctx);
     }
+}
+
+/* Threads asleep in epoll_wait need no reset of the eventfd: it is in their
+ * kernel sets edge-triggered, so every write wakes each set once (a level-
+ * triggered one kept readable by an absent reset made them spin).  The
+ * rings stay armed while anyone sleeps. */
+static int ep_sleeper_enter(int ready, int64_t deadline, int *armed)
+{
+    int wait = ready ? 0 : -1;
+    if (!ready && deadline >= 0) {
+        int64_t left = deadline - now_ms();
+        wait = left > 0 ? (int)(left > 0x7fffffff ? 0x7fffffff : left) : 0;
+    }
+    *armed = 0;
+    if (wait != 0 && ctx != NULL) {
+        ep_sleepers++;
+        *armed = 1;
+        if (tas_ctx_arm(ctx))
+            wait = 0; /* news already */
+    }
+    return wait;
+}
+
+static void ep_sleeper_leave(void)
+{
+    if (--ep_sleepers == 0 && sleepers == 0)
+        tas_ctx_disarm(ctx);
 }
 
 /* How long a poll or epoll_wait that found `ready` fds may sleep (ms, -1:
@@ -1751,7 +1780,7 @@ static int ep_attach_ctx(int epfd, struct tep *ep)
 {
     if (ep->ctx_added || ctx == NULL)
         return 0;
-    struct epoll_event cev = {.events = EPOLLIN, .data.u64 = CTX_TAG};
+    struct epoll_event cev = {.events = EPOLLIN | EPOLLET, .data.u64 = CTX_TAG}; /* see ep_sleeper_enter */
     if (libc_.epoll_ctl(epfd, EPOLL_CTL_ADD, ctx_fd, &cev) != 0 && errno != EEXIST)
         return -1;
     ep->ctx_added = 1;
@@ -1955,7 +1984,7 @@ int ts_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms,
         progress();
         ep_attach_ctx(epfd, ep);
         int n = ep_collect(ep, events, max);
-        int armed, wait = sleeper_enter(n, deadline, &armed);
+        int armed, wait = ep_sleeper_enter(n, deadline, &armed);
         pthread_mutex_unlock(&big);
         int kr = n < max ? libc_.epoll_pwait(epfd, events + n, max - n, wait, sigmask) : 0;
         int kerr = errno;
@@ -1968,7 +1997,7 @@ int ts_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms,
             kr = j - n;
         }
         if (armed)
-            sleeper_leave();
+            ep_sleeper_leave();
         if (kr < 0) {
             if (n) {
                 rc = n;
@@ -2120,7 +2149,7 @@ static void after_fork_child(void)
     ctx = NULL;
     ctx_fd = -1;
     init_state = 0;
-    sleepers = 0;
+    sleepers = ep_sleepers = 0;
     waiting = NULL;
     eps = NULL; /* the kernel's epoll sets are shared with the parent: ours start anew */
 }
