@@ -153,7 +153,7 @@ OPTIONS = [
            "With AF_XDP tasd uses the interface's MAC.", "02:00:0a:00:00:02"),
     Option("mtu", _int(576, 9000), None, "IP MTU (default: the interface's).", 1500),
     Option("poll_us", _int(0, 10_000_000), 100, "Microseconds a worker keeps polling after its last work "
-           "before it sleeps."),
+           "before it sleeps (at most: a worker whose polling rarely finds work sleeps at once)."),
     Option("control_socket", _path, "/run/tasd/tasd.sock", "Unix socket for tasctl.", cli=True),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "Log verbosity.", cli=True),
     Option("capture", _path, None, "Write every frame the fastpath sees to this pcap file (with several "

@@ -46,8 +46,9 @@ WORKLOADS = ("rpc", "bulk", "connrate", "scale", "cpu", "apps")
 
 
 class Bench:
-    def __init__(self, quick: bool, log=print):
+    def __init__(self, quick: bool, log=print, tasd_options: dict | None = None):
         self.quick = quick
+        self.tasd_options = tasd_options or {}
         self.log = log
         self.t = 1.0 if quick else 3.0        # seconds measured per run
         self.warmup = 0.3 if quick else 1.0
@@ -63,7 +64,7 @@ class Bench:
             tb.run(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535",
                    "net.ipv4.tcp_tw_reuse=1", "net.core.somaxconn=65535", "net.ipv4.tcp_max_syn_backlog=65535")
         big = {"max_flows": 1 << 17, "app.max_connections": 70_000, "app.rx_buffer": 1 << 16,
-               "app.tx_buffer": 1 << 16}
+               "app.tx_buffer": 1 << 16, **self.tasd_options}
         self.tasd = tb.start_tasd(cores=[int(SERVER_CORE)], **big).wait_ready()
         self.peer_tasd = tb.start_peer_tasd(cores=[int(CLIENT_CORE)], **big).wait_ready()
         return self
@@ -407,6 +408,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="about a minute (CI's smoke test)")
     ap.add_argument("--out", type=Path, default=None, help="directory for results (default results/bench-DATE)")
     ap.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    ap.add_argument("--poll-us", type=int, default=None, help="tasd's poll_us for this run (default: tasd's)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root (the testbed makes network namespaces)", file=sys.stderr)
@@ -422,11 +424,13 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "results" / f"bench-{date}"
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with Bench(args.quick, log=lambda s: print(s, flush=True)) as b:
+    opts = {} if args.poll_us is None else {"poll_us": args.poll_us}
+    with Bench(args.quick, log=lambda s: print(s, flush=True), tasd_options=opts) as b:
         for w in only:
             getattr(b, w)()
         results = b.results
     meta = {"date": date, "quick": args.quick, "cpus": os.cpu_count(), "seconds": round(time.monotonic() - started),
+            "tasd_options": opts,
             "cores": f"server side (tasd worker and slowpath, or the kernel's work, and the server program) on "
                      f"core {SERVER_CORE}; client (and its tasd with both ends on tasd) on core {CLIENT_CORE}"}
     summary = [{"workload": w, "config": cfg, "stack": st,

@@ -5,7 +5,8 @@
  * segments of installed flows go to tcp_in.c), takes the apps' messages,
  * runs the TCP timers and transmissions, sends everything built as one
  * batch, then tells apps and the slowpath what happened.  When nothing
- * happened for poll_us it sleeps in poll() on the device, the sp2fp eventfd
+ * happened for poll_us (or at once, when polling rarely pays: see
+ * fp_worker_run) it sleeps in poll() on the device, the sp2fp eventfd
  * and the app doorbell, until the next timer at the latest, after
  * publishing that it sleeps (see abi.h), so no message or frame waits.
  */
@@ -502,16 +503,42 @@ static void sleep_until_work(struct fp_worker *w)
     tas_ring_cons_disarm(&w->sp2fp);
 }
 
+/* Polling after work pays when more work comes within the window: the next
+ * frame is handled without a wakeup.  When it mostly does not (a light load,
+ * requests further apart than poll_us), the window only burns the core, so
+ * the worker learns which case it is in: `score` (0..256) follows the share
+ * of windows that found work; below half, idle periods sleep at once,
+ * except one in PROBE_EVERY, which polls to notice the load coming back. */
+#define SCORE_MAX 256
+#define PROBE_EVERY 16
+
 int fp_worker_run(struct fp_worker *w)
 {
-    uint64_t poll_ns = (uint64_t)w->shm->poll_us * 1000;
+    uint64_t poll_ns = (uint64_t)w->shm->poll_us * 1000, idle_since = 0, window = 0;
+    unsigned score = SCORE_MAX, idles = 0;
+    int idle = 0;
     w->shm->pid = getpid();
     w->last_work_ns = fp_now_ns();
     __atomic_store_n(&w->shm->state, TAS_WORKER_RUNNING, __ATOMIC_RELEASE);
     while (!stopping(w)) {
         uint64_t now = fp_now_ns();
-        if (fp_worker_poll(w, now) == 0 && now - w->last_work_ns >= poll_ns)
+        if (fp_worker_poll(w, now) != 0) {
+            if (idle && window) /* the window found work */
+                score += (SCORE_MAX - score) / 8;
+            idle = 0;
+            continue;
+        }
+        if (!idle) {
+            idle = 1;
+            idle_since = now;
+            window = score >= SCORE_MAX / 2 || ++idles % PROBE_EVERY == 0 ? poll_ns : 0;
+        }
+        if (now - idle_since >= window) {
+            if (window)
+                score -= score / 8; /* it did not */
             sleep_until_work(w);
+            idle = 0;
+        }
     }
     if (w->dev_failed) {
         snprintf(w->shm->error, sizeof w->shm->error, "the %s device failed (interface removed or down?)",
