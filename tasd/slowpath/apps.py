@@ -140,24 +140,37 @@ class AppContext:
 
 
 class BufferPool:
-    """Fixed slots of (rx, tx) buffers in an app's region; a freed slot's
-    pages go back to the system (punched out of the memfd)."""
+    """Fixed slots of (rx, tx) buffers in an app's region, the last freed
+    taken first.  A freed slot's pages go back to the system (punched out of
+    the memfd), except for the WARM most recent ones: a connection that
+    follows another one then finds its pages in place (a punch and 64 page
+    faults saved per connection where connections come and go)."""
+
+    WARM = 32
 
     def __init__(self, fd: int, base_off: int, area: int, rx: int, tx: int):
         self.fd, self.base_off, self.rx, self.tx = fd, base_off, rx, tx
         self.slot = rx + tx
         self.nslots = area // self.slot
         self._free = list(range(self.nslots - 1, -1, -1))
+        self._warm: set[int] = set()  # free slots whose pages were kept
 
     def alloc(self) -> int | None:
-        return self._free.pop() if self._free else None
+        if not self._free:
+            return None
+        slot = self._free.pop()
+        self._warm.discard(slot)
+        return slot
 
     def offsets(self, slot: int) -> tuple[int, int]:
         rx_off = self.base_off + slot * self.slot
         return rx_off, rx_off + self.rx
 
     def free(self, slot: int) -> None:
-        _punch_hole(self.fd, self.base_off + slot * self.slot, self.slot)
+        if len(self._warm) < self.WARM:
+            self._warm.add(slot)
+        else:
+            _punch_hole(self.fd, self.base_off + slot * self.slot, self.slot)
         self._free.append(slot)
 
     @property

@@ -152,12 +152,14 @@ class ConnectionManager:
             return  # for a flow already forgotten
         kind = EVENT_KINDS.get(ev.kind)
         cid = flow.conn_id
+        if kind in ("fin_received", "fin_sent", "fin_acked", "reset_received", "ack_progress"):
+            getattr(self.stack, kind)(cid, now)
+            self.run()
+            return
         snap = FlowSnapshot(SeqNum(ev.snd_una), SeqNum(ev.snd_nxt), SeqNum(ev.rcv_nxt),
                             ev.srtt_us / 1e6 if ev.srtt_us else None, ev.rttvar_us / 1e6 if ev.srtt_us else None,
                             ev.last_rx_ns / 1e9)
-        if kind in ("fin_received", "fin_sent", "fin_acked", "reset_received", "ack_progress"):
-            getattr(self.stack, kind)(cid, now)
-        elif kind in ("rto", "persist"):
+        if kind in ("rto", "persist"):
             self.stack.timeout(cid, kind, snap, now)
         elif kind == "removed":
             self._release(flow)
