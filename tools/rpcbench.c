@@ -300,12 +300,14 @@ static int connect_all(struct conn *cs, long n, const struct sockaddr_in *a, int
         struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &cs[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
         pending++;
-        /* no more than 256 handshakes at a time: a listener's backlog */
-        while (pending >= 256 || (i == n - 1 && pending > 0)) {
-            struct epoll_event evs[256];
-            int k = epoll_wait(ep, evs, 256, 10000);
+        /* no more than 64 handshakes at a time (per process): a listener's
+         * backlog, and SYNs lost beyond what a server takes in come again
+         * only after seconds */
+        while (pending >= 64 || (i == n - 1 && pending > 0)) {
+            struct epoll_event evs[64];
+            int k = epoll_wait(ep, evs, 64, 30000);
             if (k <= 0) {
-                fprintf(stderr, "rpcbench: connections did not complete\n");
+                fprintf(stderr, "rpcbench: no connection completed in 30 s\n");
                 return -1;
             }
             for (int j = 0; j < k; j++) {

@@ -71,7 +71,8 @@ struct tsock {
     int async_connect;        /* connected after EINPROGRESS, not yet confirmed by connect() */
     int err_done;             /* the connection's error was reported */
     int shut_rd, shut_wr;
-    unsigned gen;             /* bumped at each wakeup (edge-triggered epoll) */
+    unsigned gen;             /* bumped at each wakeup (edge-triggered epoll): bump() */
+    struct treg *regs;        /* its epoll registrations (treg.snext) */
     /* options, kept for getsockopt (tasd applies its defaults) */
     int reuseaddr, reuseport, keepalive, nodelay, quickack, cork;
     int linger_on, linger_s, rcvbuf, sndbuf, rcvlowat, sndlowat;
@@ -80,19 +81,30 @@ struct tsock {
     struct timeval rcvtimeo, sndtimeo;
 };
 
+struct tep;
+
+/* A tasd socket in an epoll set.  Those that may be ready wait on the set's
+ * ready list (a socket that wakes up is put there: bump), so epoll_wait
+ * looks at them only, not at every registration. */
 struct treg {
     int fd;
     struct tsock *s;
+    struct tep *ep;
+    int idx;                  /* in ep->regs */
     struct epoll_event ev;
     unsigned seen;            /* s->gen when last reported (EPOLLET) */
     int disabled;             /* EPOLLONESHOT, reported */
+    int on_ready;
+    struct treg *rprev, *rnext; /* the ready list */
+    struct treg *snext;       /* the socket's registrations */
 };
 
 struct tep {
     struct tobj h;
-    struct tep *next;         /* all of them: a closed socket leaves each */
-    struct treg *regs;
+    struct tep *next;         /* all of them */
+    struct treg **regs;
     int n, cap;
+    struct treg *rhead, *rtail;
     int ctx_added;            /* the context's eventfd is in the kernel set */
 };
 
@@ -280,6 +292,44 @@ static void unwait(struct tsock *s)
         take_waiting(s->cookie);
 }
 
+static void ready_push(struct treg *r)
+{
+    if (r->on_ready)
+        return;
+    r->on_ready = 1;
+    r->rnext = NULL;
+    r->rprev = r->ep->rtail;
+    if (r->ep->rtail)
+        r->ep->rtail->rnext = r;
+    else
+        r->ep->rhead = r;
+    r->ep->rtail = r;
+}
+
+static void ready_del(struct treg *r)
+{
+    if (!r->on_ready)
+        return;
+    r->on_ready = 0;
+    if (r->rprev)
+        r->rprev->rnext = r->rnext;
+    else
+        r->ep->rhead = r->rnext;
+    if (r->rnext)
+        r->rnext->rprev = r->rprev;
+    else
+        r->ep->rtail = r->rprev;
+    r->rprev = r->rnext = NULL;
+}
+
+/* Something happened to s: its epoll registrations look at it again. */
+static void bump(struct tsock *s)
+{
+    s->gen++;
+    for (struct treg *r = s->regs; r; r = r->snext)
+        ready_push(r);
+}
+
 static void handle(const struct tas_event *e)
 {
     struct tsock *s;
@@ -307,7 +357,7 @@ static void handle(const struct tas_event *e)
         s->q[(s->qhead + s->qlen++) % s->qcap] = e->conn;
         if (s->credit > 0)
             s->credit--;
-        s->gen++;
+        bump(s);
         break;
     case TAS_EV_CONNECTED:
         s = take_waiting(e->cookie);
@@ -317,14 +367,14 @@ static void handle(const struct tas_event *e)
         } else if (e->status) {
             s->state = S_FAILED;
             s->err = e->status;
-            s->gen++;
+            bump(s);
         } else {
             s->c = e->conn;
             tas_conn_set_user(s->c, s);
             s->port = tas_conn_local_port(s->c);
             tas_conn_peer(s->c, &s->peer_ip, &s->peer_port);
             s->state = S_CONNECTED;
-            s->gen++;
+            bump(s);
             start_opts(s);
         }
         break;
@@ -334,7 +384,7 @@ static void handle(const struct tas_event *e)
     case TAS_EV_ERROR:
         s = tas_conn_user(e->conn);
         if (s)
-            s->gen++;
+            bump(s);
         break;
     default:
         break;
@@ -517,7 +567,7 @@ static int claim(int fd, struct tsock *s)
     s->state = S_CONNECTED;
     while (tas_conn_taking_(c) && sleep_ctx(deadline) != ETIMEDOUT)
         ;
-    s->gen++;
+    bump(s);
     return 0;
 }
 
@@ -1218,7 +1268,7 @@ int ts_shutdown(int fd, int how)
             s->shut_wr = 1;
             tas_shutdown(s->c);
         }
-        s->gen++;
+        bump(s);
         wake_sleepers();
     }
     pthread_mutex_unlock(&big);
@@ -1226,6 +1276,7 @@ int ts_shutdown(int fd, int how)
 }
 
 static void ep_drop_sock(struct tsock *s);
+static void ep_free(struct tep *ep);
 
 /* fd is going away (close, or dup2 onto it): drop our reference. */
 void ts_forget(int fd)
@@ -1244,8 +1295,7 @@ void ts_forget(int fd)
                     link = &(*link)->next;
                 if (*link)
                     *link = ep->next;
-                free(ep->regs);
-                free(ep);
+                ep_free(ep);
                 nobjs--;
             }
             wake_sleepers(); /* threads blocked on it look again */
@@ -1793,13 +1843,68 @@ static struct tep *ep_get(int epfd)
     return o && o->type == T_EPOLL ? (struct tep *)o : NULL;
 }
 
+static struct treg *reg_add(struct tep *ep, int fd, struct tsock *s, const struct epoll_event *ev)
+{
+    if (ep->n == ep->cap) {
+        int cap = ep->cap ? 2 * ep->cap : 16;
+        struct treg **more = realloc(ep->regs, (size_t)cap * sizeof *more);
+        if (more == NULL)
+            return NULL;
+        ep->regs = more;
+        ep->cap = cap;
+    }
+    struct treg *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    *r = (struct treg){.fd = fd, .s = s, .ep = ep, .idx = ep->n, .ev = *ev, .seen = s->gen - 1, .snext = s->regs};
+    s->regs = r;
+    ep->regs[ep->n++] = r;
+    ready_push(r); /* report what is ready now */
+    return r;
+}
+
+/* Drop a registration; unlink: from its socket's list too (not when the
+ * socket goes, which walks that list itself). */
+static void reg_del(struct treg *r, int unlink)
+{
+    struct tep *ep = r->ep;
+    ready_del(r);
+    ep->regs[r->idx] = ep->regs[--ep->n];
+    ep->regs[r->idx]->idx = r->idx;
+    if (unlink) {
+        struct treg **link = &r->s->regs;
+        while (*link != r)
+            link = &(*link)->snext;
+        *link = r->snext;
+    }
+    free(r);
+}
+
+static struct treg *reg_find(struct tep *ep, int fd, struct tsock *s)
+{
+    for (struct treg *r = s->regs; r; r = r->snext)
+        if (r->ep == ep && r->fd == fd)
+            return r;
+    return NULL;
+}
+
 static void ep_drop_sock(struct tsock *s)
 {
     /* Linux drops a registration when its file's last fd closes */
-    for (struct tep *ep = eps; ep; ep = ep->next)
-        for (int r = 0; r < ep->n; r++)
-            if (ep->regs[r].s == s)
-                ep->regs[r--] = ep->regs[--ep->n];
+    while (s->regs) {
+        struct treg *r = s->regs;
+        s->regs = r->snext;
+        reg_del(r, 0);
+    }
+}
+
+/* An epoll set goes: its registrations leave their sockets. */
+static void ep_free(struct tep *ep)
+{
+    while (ep->n > 0)
+        reg_del(ep->regs[ep->n - 1], 1);
+    free(ep->regs);
+    free(ep);
 }
 
 int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
@@ -1845,9 +1950,7 @@ int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         rc = -1;
         goto out;
     }
-    int i;
-    for (i = 0; i < ep->n && ep->regs[i].fd != fd; i++)
-        ;
+    struct treg *r = reg_find(ep, fd, s);
     /* EPOLLEXCLUSIVE as Linux takes it: at ADD only, with input/output bits,
      * EPOLLET and the error bits; such a registration cannot be modified */
     const uint32_t exclusive_ok = EPOLLIN | EPOLLOUT | EPOLLRDNORM | EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND |
@@ -1857,12 +1960,12 @@ int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         rc = fail(EINVAL);
         goto out;
     }
-    if (op == EPOLL_CTL_MOD && i < ep->n && (ep->regs[i].ev.events & EPOLLEXCLUSIVE)) {
+    if (op == EPOLL_CTL_MOD && r != NULL && (r->ev.events & EPOLLEXCLUSIVE)) {
         rc = fail(EINVAL);
         goto out;
     }
     if (op == EPOLL_CTL_ADD) {
-        if (i < ep->n) {
+        if (r != NULL) {
             rc = fail(EEXIST);
             goto out;
         }
@@ -1870,20 +1973,9 @@ int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             rc = fail(EFAULT);
             goto out;
         }
-        if (ep->n == ep->cap) {
-            int cap = ep->cap ? 2 * ep->cap : 16;
-            struct treg *r = realloc(ep->regs, (size_t)cap * sizeof *r);
-            if (r == NULL) {
-                rc = fail(ENOMEM);
-                goto out;
-            }
-            ep->regs = r;
-            ep->cap = cap;
-        }
-        ep->regs[ep->n++] = (struct treg){.fd = fd, .s = s, .ev = *ev, .seen = s->gen - 1};
-        rc = 0;
+        rc = reg_add(ep, fd, s, ev) ? 0 : fail(ENOMEM);
     } else if (op == EPOLL_CTL_MOD) {
-        if (i == ep->n) {
+        if (r == NULL) {
             rc = fail(ENOENT);
             goto out;
         }
@@ -1891,16 +1983,17 @@ int ts_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             rc = fail(EFAULT);
             goto out;
         }
-        ep->regs[i].ev = *ev;
-        ep->regs[i].disabled = 0;
-        ep->regs[i].seen = s->gen - 1; /* re-armed: report what is ready now */
+        r->ev = *ev;
+        r->disabled = 0;
+        r->seen = s->gen - 1; /* re-armed: report what is ready now */
+        ready_push(r);
         rc = 0;
     } else if (op == EPOLL_CTL_DEL) {
-        if (i == ep->n) {
+        if (r == NULL) {
             rc = fail(ENOENT);
             goto out;
         }
-        ep->regs[i] = ep->regs[--ep->n];
+        reg_del(r, 1);
         rc = 0;
     } else {
         rc = fail(EINVAL);
@@ -1931,30 +2024,30 @@ static uint32_t to_epoll(short m)
 static int ep_collect(struct tep *ep, struct epoll_event *out, int max)
 {
     int n = 0;
-    for (int i = 0; i < ep->n && n < max; i++) {
-        struct treg *r = &ep->regs[i];
-        if (r->disabled)
+    struct treg *last = ep->rtail, *next;
+    for (struct treg *r = ep->rhead; r && n < max; r = next) {
+        next = r == last ? NULL : r->rnext; /* each once: reported ones go to the tail */
+        if (r->disabled) {
+            ready_del(r);
             continue;
+        }
         if (r->ev.events & EPOLLIN)
             want_credit(r->s);
         uint32_t want = r->ev.events | EPOLLERR | EPOLLHUP;
         uint32_t got = to_epoll(sock_revents(r->s)) & want;
-        if (!got)
+        if (!got || ((r->ev.events & EPOLLET) && r->seen == r->s->gen)) {
+            ready_del(r); /* not ready, or reported and nothing happened since: until it wakes */
             continue;
-        if ((r->ev.events & EPOLLET) && r->seen == r->s->gen)
-            continue; /* reported, and nothing happened since */
+        }
         r->seen = r->s->gen;
         if (r->ev.events & EPOLLONESHOT)
             r->disabled = 1;
         out[n].events = got;
         out[n].data = r->ev.data;
         n++;
-    }
-    /* fairness: the next call starts after the ones reported */
-    if (n > 0 && ep->n > 1) {
-        struct treg first = ep->regs[0];
-        memmove(ep->regs, ep->regs + 1, (size_t)(ep->n - 1) * sizeof *ep->regs);
-        ep->regs[ep->n - 1] = first;
+        ready_del(r);
+        if (!(r->ev.events & (EPOLLET | EPOLLONESHOT)))
+            ready_push(r); /* level-triggered: asked again next time, after the others */
     }
     return n;
 }
@@ -2116,8 +2209,7 @@ static void after_fork_child(void)
             if (page[i]->type == T_EPOLL) { /* the set is shared with the parent; its tasd part was the parent's */
                 struct tep *ep = (struct tep *)page[i];
                 if (--ep->h.refs == 0) {
-                    free(ep->regs);
-                    free(ep);
+                    ep_free(ep);
                     nobjs--;
                 }
                 page[i] = NULL;
