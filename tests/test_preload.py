@@ -570,3 +570,32 @@ def test_clients_on_tasd_against_linux_servers(tasd):
     finally:
         for p in srvs:
             p.kill()
+
+
+SEND_AND_EXIT = r"""
+import os, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(open(sys.argv[3], "rb").read())
+if sys.argv[4] == "close":
+    s.close()
+os._exit(0)  # at once: what is still in tasd's buffers must go out all the same
+"""
+
+
+@pytest.mark.parametrize("ending", ["close", "exit"])
+def test_program_that_writes_and_exits_delivers_everything(tasd, payload, tmp_path, ending):
+    """write, (close,) exit: Linux delivers the data and a FIN after the
+    process is gone; so does tasd (the app's region stays until it is sent)."""
+    out = tmp_path / "out.bin"
+    port = 7330 if ending == "close" else 7331
+    sink = tasd.tb.popen(tasd.tb.ns_peer, "socat", "-u", f"TCP-LISTEN:{port},reuseaddr", f"OPEN:{out},creat,trunc")
+    tasd.tb.run(tasd.tb.ns_peer, "sh", "-c", f"until ss -ltn | grep -q :{port}; do sleep 0.05; done", timeout=10)
+    r = run_on_tasd(tasd, sys.executable, "-c", SEND_AND_EXIT, tasd.tb.peer_ip, port, payload, ending)
+    assert r.returncode == 0, r.stderr
+    assert sink.wait(timeout=30) == 0
+    assert sha(out) == sha(payload)
+    deadline = time.monotonic() + 10
+    while tasd.ctl("stats")["slowpath"]["apps"]["lingering_now"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    apps = tasd.ctl("stats")["slowpath"]["apps"]
+    assert apps["lingering_now"] == 0 and apps["memory_bytes"] == 0  # its region went once all was sent

@@ -494,7 +494,8 @@ class AppRegistry:
             yield from list(app.contexts.values())
 
     def memory_bytes(self) -> int:
-        return sum(a.memory_bytes for a in self.apps.values())
+        """Memory of the apps' regions, gone apps still sending included."""
+        return sum(a.memory_bytes for a in [*self.apps.values(), *self.lingering.values()])
 
     async def close(self) -> None:
         for app in list(self.apps.values()):

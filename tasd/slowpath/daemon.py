@@ -487,6 +487,7 @@ class Daemon:
                              "sp2app_waiting": sum(len(c.backlog) for c in self.conns.backlogged),
                              "arp": dict(self.arp.stats), "tcp": self.conns.describe(),
                              "apps": {**self.apps.stats, "registered_now": len(self.apps.apps),
+                                      "lingering_now": len(self.apps.lingering),
                                       "memory_bytes": self.apps.memory_bytes()}}}
 
     async def _cmd_flows(self, req: dict) -> dict:
