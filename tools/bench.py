@@ -19,7 +19,9 @@ Cores (2 here): the server side (tasd's worker and slowpath and the server
 program; or the server program and the kernel's work it causes) on core 0,
 the client on core 1.  With both ends on tasd, the client's tasd runs on
 core 1 too.  Segmentation offloads are off on the veth (as tasd needs for
-AF_XDP), so the kernel runs with 1500-byte frames too.
+AF_XDP), so the kernel runs with 1500-byte frames too.  tasd runs with 512 KiB
+buffers per connection (TASD_BUFFERS; its default is 128 KiB), the kernel
+with its autotuning.
 
 Default run: under 10 minutes; --quick: about a minute (CI's smoke test
 checks that every workload produced sane numbers, not that tasd is fast).
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RPCBENCH = ROOT / "tasd" / "lib" / "rpcbench"
 RUN = Path(sys.executable).parent / "tasd-run"
 SERVER_CORE, CLIENT_CORE = "0", "1"
+TASD_BUFFERS = {"app.rx_buffer": 1 << 19, "app.tx_buffer": 1 << 19}
 WORKLOADS = ("rpc", "bulk", "connrate", "scale", "cpu", "apps")
 
 
@@ -63,8 +66,10 @@ class Bench:
         for ns in (tb.ns_tasd, tb.ns_peer):  # many short connections, many open ones
             tb.run(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535",
                    "net.ipv4.tcp_tw_reuse=1", "net.core.somaxconn=65535", "net.ipv4.tcp_max_syn_backlog=65535")
-        big = {"max_flows": 1 << 17, "app.max_connections": 70_000, "app.rx_buffer": 1 << 16,
-               "app.tx_buffer": 1 << 16, **self.tasd_options}
+        # room for the scale workload, and 512 KiB buffers a connection (the
+        # kernel autotunes its own up to 6 MiB; pages a connection does not
+        # touch cost nothing)
+        big = {"max_flows": 1 << 17, "app.max_connections": 70_000, **TASD_BUFFERS, **self.tasd_options}
         self.tasd = tb.start_tasd(cores=[int(SERVER_CORE)], **big).wait_ready()
         self.peer_tasd = tb.start_peer_tasd(cores=[int(CLIENT_CORE)], **big).wait_ready()
         return self
@@ -339,7 +344,8 @@ def ratio(a, b):
 
 def markdown(results: list[dict], meta: dict) -> str:
     lines = [f"# tasd vs Linux, {meta['date']}", "",
-             f"Machine: {meta['cpus']} cores; {meta['cores']}. Mode: {'quick' if meta['quick'] else 'default'}.",
+             f"Machine: {meta['cpus']} cores; {meta['cores']}. Mode: {'quick' if meta['quick'] else 'default'}. "
+             f"tasd options: {meta['tasd_options']}.",
              "Ratios are tasd / Linux (for latency and CPU, lower is better).", ""]
     for w in WORKLOADS:
         rows = [p for p in pairs(results) if p[0] == w]
@@ -435,7 +441,7 @@ def main(argv=None) -> int:
             getattr(b, w)()
         results = b.results
     meta = {"date": date, "quick": args.quick, "cpus": os.cpu_count(), "seconds": round(time.monotonic() - started),
-            "tasd_options": opts,
+            "tasd_options": {**TASD_BUFFERS, **opts},
             "cores": f"server side (tasd worker and slowpath, or the kernel's work, and the server program) on "
                      f"core {SERVER_CORE}; client (and its tasd with both ends on tasd) on core {CLIENT_CORE}"}
     summary = [{"workload": w, "config": cfg, "stack": st,
