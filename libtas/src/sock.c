@@ -457,23 +457,6 @@ static void sleeper_leave(void)
  * kernel sets edge-triggered, so every write wakes each set once (a level-
  * triggered one kept readable by an absent reset made them spin).  The
  * rings stay armed while anyone sleeps. */
-static int ep_sleeper_enter(int ready, int64_t deadline, int *armed)
-{
-    int wait = ready ? 0 : -1;
-    if (!ready && deadline >= 0) {
-        int64_t left = deadline - now_ms();
-        wait = left > 0 ? (int)(left > 0x7fffffff ? 0x7fffffff : left) : 0;
-    }
-    *armed = 0;
-    if (wait != 0 && ctx != NULL) {
-        ep_sleepers++;
-        *armed = 1;
-        if (tas_ctx_arm(ctx))
-            wait = 0; /* news already */
-    }
-    return wait;
-}
-
 static void ep_sleeper_leave(void)
 {
     if (--ep_sleepers == 0 && sleepers == 0)
@@ -481,9 +464,10 @@ static void ep_sleeper_leave(void)
 }
 
 /* How long a poll or epoll_wait that found `ready` fds may sleep (ms, -1:
- * no limit, 0: not at all).  If it may, it counts as a sleeper with the
- * rings armed (*armed), and must end with sleeper_leave(). */
-static int sleeper_enter(int ready, int64_t deadline, int *armed)
+ * no limit, 0: not at all).  If it may, it counts in *count (sleepers or
+ * ep_sleepers) with the rings armed (*armed), and must end with
+ * sleeper_leave() or ep_sleeper_leave(). */
+static int sleeper_enter(int ready, int64_t deadline, int *armed, int *count)
 {
     int wait = ready ? 0 : -1;
     if (!ready && deadline >= 0) {
@@ -492,7 +476,7 @@ static int sleeper_enter(int ready, int64_t deadline, int *armed)
     }
     *armed = 0;
     if (wait != 0 && ctx != NULL) {
-        sleepers++;
+        (*count)++;
         *armed = 1;
         if (tas_ctx_arm(ctx))
             wait = 0; /* news already */
@@ -641,16 +625,31 @@ static struct tsock *adopt(int fd)
     return s;
 }
 
+/* What tasd knows s by, as a holding: 0, or -1 if s is nothing tasd holds. */
+static int hold_of(const struct tsock *s, struct tas_hold *x)
+{
+    *x = (struct tas_hold){0};
+    if ((s->state == S_CONNECTED || s->state == S_INHERITED) && s->c) {
+        x->kind = TAS_HOLD_CONN;
+        tas_conn_ids_(s->c, &x->id, &x->gen);
+    } else if (s->state == S_LISTENING) {
+        x->kind = TAS_HOLD_LISTENER;
+        x->id = s->l ? tas_listener_id_(s->l) : s->lid;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
 static void release_inherited(struct tsock *s)
 {
-    struct tas_hold h = {.kind = s->state == S_INHERITED ? TAS_HOLD_CONN : TAS_HOLD_LISTENER, .id = s->lid};
+    struct tas_hold h;
+    if (hold_of(s, &h) == 0 && reg_sock >= 0)
+        tas_release_(reg_sock, &h, 1);
     if (s->state == S_INHERITED) {
-        tas_conn_ids_(s->c, &h.id, &h.gen);
         free(s->c); /* the parent's, copied at fork */
         s->c = NULL;
     }
-    if (reg_sock >= 0)
-        tas_release_(reg_sock, &h, 1);
 }
 
 static void sock_free(struct tsock *s)
@@ -1766,7 +1765,7 @@ int ts_poll(struct pollfd *fds, nfds_t n, int timeout_ms, const sigset_t *sigmas
                 nk++;
             }
         }
-        int armed, wait = sleeper_enter(ready, deadline, &armed);
+        int armed, wait = sleeper_enter(ready, deadline, &armed, &sleepers);
         if (armed) {
             k[nk].fd = ctx_fd;
             k[nk].events = POLLIN;
@@ -2077,7 +2076,7 @@ int ts_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms,
         progress();
         ep_attach_ctx(epfd, ep);
         int n = ep_collect(ep, events, max);
-        int armed, wait = ep_sleeper_enter(n, deadline, &armed);
+        int armed, wait = sleeper_enter(n, deadline, &armed, &ep_sleepers);
         pthread_mutex_unlock(&big);
         int kr = n < max ? libc_.epoll_pwait(epfd, events + n, max - n, wait, sigmask) : 0;
         int kerr = errno;
@@ -2140,16 +2139,9 @@ struct holds {
 static void add_hold(struct tsock *s, void *arg)
 {
     struct holds *h = arg;
-    struct tas_hold x = {0};
-    if ((s->state == S_CONNECTED || s->state == S_INHERITED) && s->c) {
-        x.kind = TAS_HOLD_CONN;
-        tas_conn_ids_(s->c, &x.id, &x.gen);
-    } else if (s->state == S_LISTENING) {
-        x.kind = TAS_HOLD_LISTENER;
-        x.id = s->l ? tas_listener_id_(s->l) : s->lid;
-    } else {
+    struct tas_hold x;
+    if (hold_of(s, &x) != 0)
         return;
-    }
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? 2 * h->cap : 64;
         struct tas_hold *more = realloc(h->e, cap * sizeof *more);
@@ -2246,6 +2238,13 @@ static void after_fork_child(void)
     eps = NULL; /* the kernel's epoll sets are shared with the parent: ours start anew */
 }
 
+static void adopt_listener(struct tsock *s, void *arg)
+{
+    (void)arg;
+    if (s->state == S_LISTENING && s->l == NULL && (s->l = tas_listener_adopt_(ctx, s->lid, s->port)))
+        tas_listener_set_user(s->l, s);
+}
+
 /* In the child, at its first use of tasd: join the parent's app, then take
  * handles for the listeners it inherited (lock held). */
 static void adopt_inherited(void)
@@ -2263,14 +2262,7 @@ static void adopt_inherited(void)
     ctx_fd = tas_ctx_fd(ctx);
     tas_app_address(app, &my_ip, &my_plen, &my_gw);
     init_state = 1;
-    for (int p = 0; p < FD_PAGES; p++) {
-        struct tobj **page = fdtab[p];
-        for (int i = 0; page && i < FD_PAGE; i++) {
-            struct tsock *s = page[i] && page[i]->type == T_SOCK ? (struct tsock *)page[i] : NULL;
-            if (s && s->state == S_LISTENING && s->l == NULL && (s->l = tas_listener_adopt_(ctx, s->lid, s->port)))
-                tas_listener_set_user(s->l, s);
-        }
-    }
+    for_each_sock(adopt_listener, NULL);
 }
 
 __attribute__((constructor)) static void sock_init(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }

@@ -248,59 +248,49 @@ fail:
     return rc;
 }
 
-/* After fork, in the child: register as another process of the parent's
- * app (the region, the doorbells and the parent's handles are inherited;
- * the parent's contexts are not to be touched). */
+/* After fork, in the child, if the parent did not register it: register as
+ * another process of the parent's app (the region, the doorbells and the
+ * parent's handles are inherited; the parent's contexts are not to be
+ * touched). */
 int tas_app_join_(const struct tas_app *parent, struct tas_app **out)
 {
-    struct tas_app *a = calloc(1, sizeof *a);
-    if (a == NULL)
-        return -ENOMEM;
-    *a = *parent;
-    pthread_mutex_init(&a->lock, NULL);
-    a->joined = 1;
-    a->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    int rc = 0, fds[1], nfds;
-    if (a->sock < 0 || connect(a->sock, (const struct sockaddr *)&a->sa, sizeof a->sa) < 0) {
-        rc = -errno;
-    } else {
-        struct tas_reg_msg m = reg_msg(TAS_REG_HELLO, parent->app_id);
-        m.secret = parent->hdr->join_secret;
-        if ((rc = send_reg(a->sock, &m, -1)) == 0 && (rc = recv_reg(a->sock, &m, fds, 1, &nfds)) == 0 &&
-            (m.type != TAS_REG_WELCOME || m.app_id != parent->app_id))
-            rc = -EPROTO;
+    int sock = tas_fork_prepare_(parent, NULL, 0), rc;
+    if (sock < 0)
+        return sock;
+    if ((rc = tas_app_join_fd_(parent, sock, out)) != 0)
+        close(sock);
+    return rc;
+}
+
+/* HOLD or RELEASE messages for holds[n] on a registration socket. */
+static int send_holds(int sock, uint32_t type, const struct tas_hold *holds, uint32_t n)
+{
+    struct tas_reg_hold h;
+    for (uint32_t done = 0; done < n;) {
+        memset(&h, 0, sizeof h);
+        h.magic = TAS_ABI_MAGIC;
+        h.abi_version = TAS_ABI_VERSION;
+        h.type = type;
+        h.n = n - done < TAS_REG_HOLD_MAX ? n - done : TAS_REG_HOLD_MAX;
+        memcpy(h.e, holds + done, h.n * sizeof *holds);
+        if (send(sock, &h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h)
+            return -errno;
+        done += h.n;
     }
-    if (rc != 0) {
-        if (a->sock >= 0)
-            close(a->sock);
-        free(a);
-        return rc;
-    }
-    *out = a;
     return 0;
 }
 
-/* Before fork, in the parent: register the child-to-be as another process
- * of the app holding what the parent holds (holds[n]); returns the socket
- * that becomes the child's registration, or a negative errno. */
+/* Register another process of the app holding holds[n]: before fork, in
+ * the parent, the child-to-be (holding what the parent holds); returns the
+ * socket that becomes that process's registration, or a negative errno. */
 int tas_fork_prepare_(const struct tas_app *a, const struct tas_hold *holds, uint32_t n)
 {
     int rc = 0, fds[1], nfds;
     int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (s < 0 || connect(s, (const struct sockaddr *)&a->sa, sizeof a->sa) < 0)
         rc = -errno;
-    struct tas_reg_hold h;
-    for (uint32_t done = 0; rc == 0 && done < n;) {
-        memset(&h, 0, sizeof h);
-        h.magic = TAS_ABI_MAGIC;
-        h.abi_version = TAS_ABI_VERSION;
-        h.type = TAS_REG_HOLD;
-        h.n = n - done < TAS_REG_HOLD_MAX ? n - done : TAS_REG_HOLD_MAX;
-        memcpy(h.e, holds + done, h.n * sizeof *holds);
-        if (send(s, &h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h)
-            rc = -errno;
-        done += h.n;
-    }
+    if (rc == 0)
+        rc = send_holds(s, TAS_REG_HOLD, holds, n);
     if (rc == 0) {
         struct tas_reg_msg m = reg_msg(TAS_REG_HELLO, a->app_id);
         m.secret = a->hdr->join_secret;
@@ -325,14 +315,7 @@ void tas_app_drop_sock_(struct tas_app *a)
 /* Tell tasd (on a registration socket) that this process let go of holds[n]. */
 int tas_release_(int sock, const struct tas_hold *holds, uint32_t n)
 {
-    struct tas_reg_hold h;
-    memset(&h, 0, sizeof h);
-    h.magic = TAS_ABI_MAGIC;
-    h.abi_version = TAS_ABI_VERSION;
-    h.type = TAS_REG_RELEASE;
-    h.n = n < TAS_REG_HOLD_MAX ? n : TAS_REG_HOLD_MAX;
-    memcpy(h.e, holds, h.n * sizeof *holds);
-    return send(sock, &h, sizeof h, MSG_NOSIGNAL) == (ssize_t)sizeof h ? 0 : -errno;
+    return send_holds(sock, TAS_REG_RELEASE, holds, n);
 }
 
 /* In the child, the parent having registered it (tas_fork_prepare_): the

@@ -154,13 +154,8 @@ class ConnectionManager:
         cid = flow.conn_id
         if kind in ("fin_received", "fin_sent", "fin_acked", "reset_received", "ack_progress"):
             getattr(self.stack, kind)(cid, now)
-            self.run()
-            return
-        snap = FlowSnapshot(SeqNum(ev.snd_una), SeqNum(ev.snd_nxt), SeqNum(ev.rcv_nxt),
-                            ev.srtt_us / 1e6 if ev.srtt_us else None, ev.rttvar_us / 1e6 if ev.srtt_us else None,
-                            ev.last_rx_ns / 1e9)
-        if kind in ("rto", "persist"):
-            self.stack.timeout(cid, kind, snap, now)
+        elif kind in ("rto", "persist"):
+            self.stack.timeout(cid, kind, _snapshot(ev), now)
         elif kind == "removed":
             self._release(flow)
             if flow.taking:  # the worker let it go before telling the taker: what it has is all there is
@@ -169,7 +164,7 @@ class ConnectionManager:
                 if owner is not None:
                     self._answer(owner, lib.TAS_QE_FLOW_STATE, flow=flow.flow_id, gen=flow.gen,
                                  flags=lib.TAS_QF_STALE)
-            self.stack.flow_removed(cid, snap, ev.ts_recent if flow.params.timestamps else None, now)
+            self.stack.flow_removed(cid, _snapshot(ev), ev.ts_recent if flow.params.timestamps else None, now)
         self.run()
 
     # ---- inputs: apps ---------------------------------------------------------------
@@ -308,10 +303,13 @@ class ConnectionManager:
         log.debug("conn %d: a holder lets go, %d left", cid, len(hs))
         if not hs:
             self.holders.pop(cid, None)
-            if cid in self.shared and not abort:
-                self.shared.discard(cid)  # its holders closed without a FIN (others held it): the worker's
-                self._flow_cmd(cid, lib.TAS_MSG_FLOW_SHUT, 0, 0)
-            (self.stack.abort if abort else self.stack.close)(cid, now)
+            if abort:
+                self.stack.abort(cid, now)
+            elif cid in self.shared:  # its holders closed without a FIN (others held it): the worker's
+                self.shared.discard(cid)
+                self._shut_and_close(cid, now)
+            else:
+                self.stack.close(cid, now)
             return
         owner = self.conn_owner.get(cid)
         f = self.flows.get(cid)
@@ -342,25 +340,32 @@ class ConnectionManager:
             if conn.app_handle and not conn.app_closed and f.index >= 0 and not f.removing:
                 fl = self.workers[f.worker].region.flows[f.index]
                 if fl.rx_avail == fl.rx_size:
-                    self._flow_cmd(cid, lib.TAS_MSG_FLOW_SHUT, 0, 0)
-                    self.stack.close(cid, now)
+                    self._shut_and_close(cid, now)
                     return
             self.stack.abort(cid, now)
         except TcpError:
             pass  # already on its way out
 
+    def _shut_and_close(self, cid: int, now: float) -> None:
+        """Close for an app that sent no SHUT_WR: the worker's FIN after the data."""
+        self._flow_cmd(cid, lib.TAS_MSG_FLOW_SHUT, 0, 0)
+        self.stack.close(cid, now)
+
+    def _set_owner(self, cid: int, owner) -> None:
+        """The context that hears of a connection from now on (its answers and
+        the stack's news: reset, closed)."""
+        self.conn_owner[cid] = owner
+        conn = self.stack.connection(cid)
+        if conn is not None:
+            conn.owner = owner
+
     def _park(self, cid: int) -> None:
         """No process uses the connection now (others hold it): its worker
         keeps the news for whoever takes it."""
-        owner = self.conn_owner.get(cid)
-        parked = (owner[0], -1)
-        self.conn_owner[cid] = parked
+        self._set_owner(cid, (self.conn_owner[cid][0], -1))
         f = self.flows.get(cid)
         if f is not None and f.index >= 0:
             self._flow_cmd(cid, lib.TAS_MSG_FLOW_MOVE, lib.TAS_CTX_NONE, 0)
-        conn = self.stack.connection(cid)
-        if conn is not None:
-            conn.owner = parked
 
     def _take(self, app: App, owner, flow_id: int, gen: int) -> None:
         """A process uses a connection it inherited: its context gets the
@@ -372,10 +377,7 @@ class ConnectionManager:
             self.stats["app_bad_requests"] += 1
             self._answer(owner, lib.TAS_QE_FLOW_STATE, flow=flow_id, gen=gen, status=errno_mod.EBADF)
             return
-        self.conn_owner[cid] = owner
-        conn = self.stack.connection(cid)
-        if conn is not None:
-            conn.owner = owner  # its later news (reset, closed) go there too
+        self._set_owner(cid, owner)
         f.ctx = owner[1]
         if f.index >= 0:
             f.taking = True
@@ -534,10 +536,7 @@ class ConnectionManager:
         if owner[1] != f.ctx:  # another process's context: the worker notifies it from now on
             self._flow_cmd(a.conn_id, lib.TAS_MSG_FLOW_MOVE, owner[1], 0)
             f.ctx, f.added = owner[1], self.workers[f.worker].queued
-            conn = self.stack.connection(a.conn_id)
-            if conn is not None:
-                conn.owner = owner  # its later news (reset, closed) go there too
-        self.conn_owner[a.conn_id] = owner
+        self._set_owner(a.conn_id, owner)
         app.conns.add(a.conn_id)
         self._answer(owner, lib.TAS_QE_ACCEPTED, flow=f.flow_id, gen=f.gen, listener=a.listener_id,
                      after=self._after_install(f), **self._conn_info(f))
@@ -721,6 +720,13 @@ class ConnectionManager:
 
 
 _RST_ACK = TcpFlags.RST | TcpFlags.ACK
+
+
+def _snapshot(ev) -> FlowSnapshot:
+    """The stack's view of a flow, from a worker's event."""
+    return FlowSnapshot(SeqNum(ev.snd_una), SeqNum(ev.snd_nxt), SeqNum(ev.rcv_nxt),
+                        ev.srtt_us / 1e6 if ev.srtt_us else None, ev.rttvar_us / 1e6 if ev.srtt_us else None,
+                        ev.last_rx_ns / 1e9)
 
 
 def _errno(name: str) -> int:
