@@ -106,6 +106,7 @@ class Daemon:
         self._lock_sock: socket.socket | None = None
         self.started = time.time()
         self.exit_code = 0
+        self.early_signal: int | None = None  # a signal during start-up (main())
         self.stats = {"exceptions": 0, "bad_frames": 0, "icmp_rx": 0, "tx_frames": 0,
                       "tx_ring_full": 0, "bad_messages": 0, "handler_errors": 0}
         self.arp: ArpTable | None = None
@@ -185,6 +186,8 @@ class Daemon:
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        if self.early_signal is not None:  # came before these handlers, its exception lost
+            raise StartError(f"{signal.Signals(self.early_signal).name} during start-up")
         cfg = self.cfg
         self.arp = ArpTable(MacAddr(self.mac), self.ip, self.network, timeout=cfg["arp.timeout"],
                             retries=cfg["arp.retries"], retry_interval=cfg["arp.retry_interval"],
@@ -580,6 +583,9 @@ def main(argv=None) -> int:
     daemon = Daemon(cfg)
 
     def interrupted(sig, _frame):
+        # raised wherever the program is; if that is a __del__ (an old event
+        # loop's, say), Python swallows it: run() looks at the record too
+        daemon.early_signal = sig
         raise StartError(f"{signal.Signals(sig).name} during start-up")
     # until the event loop takes them over: stop cleanly, with one line
     signal.signal(signal.SIGTERM, interrupted)
