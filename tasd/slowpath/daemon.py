@@ -583,10 +583,15 @@ def main(argv=None) -> int:
     daemon = Daemon(cfg)
 
     def interrupted(sig, _frame):
-        # raised wherever the program is; if that is a __del__ (an old event
-        # loop's, say), Python swallows it: run() looks at the record too
+        # raised wherever the program is; if that is a __del__ or a weakref
+        # callback, Python swallows it (unraisable): run() looks at the record
         daemon.early_signal = sig
         raise StartError(f"{signal.Signals(sig).name} during start-up")
+
+    def unraisable(u, default=sys.unraisablehook):
+        if not isinstance(u.exc_value, StartError):  # that one is handled through the record
+            default(u)
+    sys.unraisablehook = unraisable
     # until the event loop takes them over: stop cleanly, with one line
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
