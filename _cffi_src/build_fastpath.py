@@ -25,7 +25,7 @@ ffibuilder.set_source(
     '#include "tasd/abi.h"\n#include "tasd/ring.h"\n#include "fastpath.h"\n',
     sources=[f"{CSRC}/{s}" for s in SOURCES],  # relative to the project root, as setuptools wants
     include_dirs=[str(ROOT / "include"), str(ROOT / CSRC)],
-    libraries=["xdp", "bpf"],
+    libraries=["xdp", "bpf", "pcap"],  # pcap: the capture filter (dev_pcap.c)
     extra_compile_args=["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-fno-strict-aliasing"],
 )

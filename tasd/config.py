@@ -123,6 +123,21 @@ def _path(v, key):
     return v
 
 
+def _listen(v, key):
+    """"HOST:PORT" (an IPv4 address) or a port alone (on 127.0.0.1) -> (host, port)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    host, colon, port = _str(v, key).rpartition(":")
+    try:
+        host = str(ipaddress.IPv4Address(host if colon else "127.0.0.1"))
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{key}: {v!r} is not an IPv4 address and port (like \"127.0.0.1:9464\"), "
+                          "or a port") from None
+    return host, int(port)
+
+
 # ---- the options ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -209,6 +224,10 @@ OPTIONS = [
     Option("arp.probe", _bool, True, "Probe for another host using the address at start (RFC 5227) and "
            "refuse to start if one answers."),
     Option("arp.probe_wait", _float(0.0, 10.0), 0.3, "Seconds to wait for answers to the start-up probes."),
+    Option("metrics.listen", _listen, None, "Serve Prometheus metrics (the counters of `tasctl stats`) over "
+           "HTTP at http://HOST:PORT/metrics. Unset: off. \"HOST:PORT\" with an IPv4 address of the host (not "
+           "tasd's own address, which the host's kernel does not have), or a port alone for 127.0.0.1. No "
+           "authentication: keep it on loopback or a management network.", "127.0.0.1:9464", cli=True),
 ]
 BY_KEY = {o.key: o for o in OPTIONS}
 

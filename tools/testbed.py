@@ -277,10 +277,11 @@ class Testbed:
         cfg.update(overrides)
         return cfg
 
-    def start_tasd(self, extra_args=(), **overrides) -> "TasdProcess":
-        """Start tasd on this testbed (configuration: tasd_config(**overrides)).
-        It is stopped, if still running, when the testbed goes down."""
-        t = TasdProcess(self, self.tasd_config(**overrides), extra_args)
+    def start_tasd(self, extra_args=(), env: dict | None = None, **overrides) -> "TasdProcess":
+        """Start tasd on this testbed (configuration: tasd_config(**overrides);
+        env: variables added to its environment).  It is stopped, if still
+        running, when the testbed goes down."""
+        t = TasdProcess(self, self.tasd_config(**overrides), extra_args, env=env)
         self.tasds.append(t)
         return t
 
@@ -303,7 +304,7 @@ class Testbed:
 class TasdProcess:
     """tasd running in the testbed's tasd namespace, with its output kept."""
 
-    def __init__(self, tb: Testbed, cfg: dict, extra_args=(), ns: str | None = None):
+    def __init__(self, tb: Testbed, cfg: dict, extra_args=(), ns: str | None = None, env: dict | None = None):
         self.tb, self.cfg = tb, cfg
         self.ns = ns or tb.ns_tasd
         self.ip = cfg["address"].split("/")[0]
@@ -313,7 +314,7 @@ class TasdProcess:
         self.log_path = self.config_path.with_suffix(".log")
         self._log = open(self.log_path, "w+")
         self.proc = tb.popen(self.ns, sys.executable, "-m", "tasd", "-c", self.config_path, *extra_args,
-                             stdout=self._log, stderr=subprocess.STDOUT)
+                             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     @property
     def output(self) -> str:

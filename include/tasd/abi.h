@@ -30,7 +30,7 @@ typedef __u64 uint64_t;
 #endif
 
 #define TAS_ABI_MAGIC 0x54415344
-#define TAS_ABI_VERSION 5
+#define TAS_ABI_VERSION 6
 #define TAS_CACHELINE 64
 
 /* ------------------------------------------------------------------------
@@ -75,10 +75,14 @@ enum tas_msg_type {
     TAS_MSG_FLOW_SHUT = 11,      /* data: struct tas_flow_cmd: FIN after the data (the last holder closed) */
     TAS_MSG_FLOW_MOVE = 10,      /* data: struct tas_flow_cmd (flags: the context to notify now or
                                   * TAS_CTX_NONE; timeout_us: TAS_MOVE_STATE to send it FLOW_STATE) */
+    TAS_MSG_CAPTURE_START = 12,  /* data: struct tas_capture_cmd; the pcap file's fd waits on the worker socket */
+    TAS_MSG_CAPTURE_STOP = 13,   /* arg: the capture's id */
     /* fastpath -> slowpath (fp2sp) */
     TAS_MSG_EXCEPTION = 16,      /* received frame handed to the slowpath; arg = enum tas_exc */
     TAS_MSG_FLOW_EVENT = 17,     /* data: struct tas_flow_event */
     TAS_MSG_APP_REMOVED = 18,    /* arg: app id; the worker has unmapped the app */
+    TAS_MSG_CAPTURE_STARTED = 19, /* arg: capture id; data: struct tas_capture_report (status) */
+    TAS_MSG_CAPTURE_STOPPED = 20, /* arg: capture id; data: struct tas_capture_report (counts); the file is closed */
 };
 
 /* Why a received frame went to the slowpath. */
@@ -180,6 +184,9 @@ struct tas_fp_stats {
     uint64_t dev_fill_empty;     /*   ... because no free frame was in the fill ring */
     uint64_t dev_tx_invalid;     /*   TX descriptors the kernel refused */
     uint64_t fp2sp_full;     /* events that waited for room in fp2sp */
+    uint64_t capture_frames;   /* frames written to pcap files (tasctl capture, the capture option) */
+    uint64_t capture_filtered; /* frames a capture's filter left out */
+    uint64_t capture_lost;     /* frames a capture lost to failed writes */
     uint64_t drops[TAS_DROP__COUNT];      /* indexed by enum tas_drop */
     uint64_t exceptions[TAS_EXC__COUNT];  /* indexed by enum tas_exc */
 };
@@ -465,6 +472,41 @@ struct tas_flow_event {
     uint64_t last_rx_ns;
 };
 
+/* ------------------------------------------------------------------------
+ * Capture (tasctl capture): the slowpath hands every worker the same pcap
+ * file (opened O_APPEND, its global header written) and a classic BPF
+ * filter compiled by libpcap; each worker appends whole records, each batch
+ * with one write(), so records of several workers never interleave.
+ * ---------------------------------------------------------------------- */
+#define TAS_CAPTURE_INSNS_MAX 250
+
+/* One classic BPF instruction, as struct bpf_insn (<pcap/bpf.h>, <linux/filter.h>). */
+struct tas_bpf_insn {
+    uint16_t code;
+    uint8_t jt;
+    uint8_t jf;
+    uint32_t k;
+};
+
+/* TAS_MSG_CAPTURE_START */
+struct tas_capture_cmd {
+    uint32_t id;             /* nonzero; named by STOP and the answers */
+    uint32_t snaplen;        /* bytes kept of each frame, at least 1 */
+    uint32_t limit;          /* write at most this many frames; 0: no limit */
+    uint32_t ninsns;         /* filter length; 0: every frame */
+    struct tas_bpf_insn insns[TAS_CAPTURE_INSNS_MAX];
+};
+
+/* TAS_MSG_CAPTURE_STARTED, _STOPPED */
+struct tas_capture_report {
+    uint32_t id;
+    int32_t status;          /* STARTED: 0, or a positive errno (the capture did not start) */
+    uint64_t frames;         /* frames written */
+    uint64_t filtered;       /* frames the filter left out */
+    uint64_t lost;           /* frames lost to failed writes */
+    uint64_t bytes;          /* bytes written, record headers included */
+};
+
 /* TAS_MSG_APP_ADD, _APP_REMOVE, _CTX_ADD */
 struct tas_app_cmd {
     uint32_t app_id;
@@ -748,6 +790,8 @@ _Static_assert(sizeof(struct tas_qe_res) == 48, "app queue entry payload");
 _Static_assert(sizeof(struct tas_app_hdr) % TAS_CACHELINE == 0, "app header size");
 _Static_assert(sizeof(struct tas_flow) % 8 == 0, "flow alignment");
 _Static_assert(sizeof(struct tas_flow_params) <= TAS_RING_DATA_MAX, "flow params fit a message");
+_Static_assert(sizeof(struct tas_capture_cmd) <= TAS_RING_DATA_MAX, "capture command fits a message");
+_Static_assert(sizeof(struct tas_bpf_insn) == 8, "classic BPF instruction");
 _Static_assert(TAS_MAX_WORKERS <= 64 && TAS_FLOW_INDEX_BITS == 24, "flow ids");
 _Static_assert(sizeof(struct tas_reg_msg) == 256, "registration message");
 _Static_assert(sizeof(struct tas_reg_hold) == 4096, "hold message");

@@ -69,9 +69,14 @@ class Device:
     def kind(self) -> str:
         return ffi.string(lib.fp_dev_kind(self.ptr)).decode()
 
-    def capture(self, path: str | os.PathLike) -> "Device":
-        """Wrap this device in a pcap writer; the wrapper owns it from now."""
-        wrapped = Device(_call(lib.fp_dev_pcap_wrap, self.ptr, str(path).encode()))
+    def capture(self, path: str | os.PathLike | None = None) -> "Device":
+        """Wrap this device in the pcap writer (the wrapper owns it from now):
+        capturing every frame to path, or, without one, idle until the
+        slowpath starts a capture (TAS_MSG_CAPTURE_START)."""
+        if path is None:
+            wrapped = Device(_call(lib.fp_dev_capture_wrap, self.ptr))
+        else:
+            wrapped = Device(_call(lib.fp_dev_pcap_wrap, self.ptr, str(path).encode()))
         self.ptr = None
         return wrapped
 
@@ -117,6 +122,30 @@ class MemDevice(Device):
     @property
     def free_bufs(self) -> int:
         return lib.fp_dev_mem_free_bufs(self._mem)
+
+
+# ---- capture (slowpath side) -------------------------------------------------
+
+def capture_command(capture_id: int, expr: str, snaplen: int, limit: int = 0):
+    """A TAS_MSG_CAPTURE_START message (struct tas_capture_cmd) with expr
+    compiled by libpcap; FastpathError with libpcap's reason if it does not
+    compile."""
+    c = ffi.new("struct tas_capture_cmd *")
+    _call(lib.fp_capture_compile, expr.encode(), snaplen, c)
+    c.id, c.snaplen, c.limit = capture_id, snaplen, limit
+    return c
+
+
+def capture_file_init(fd: int, snaplen: int) -> None:
+    """Truncate fd and write a pcap header (the format's one definition is in C)."""
+    _call(lib.fp_capture_file_init, fd, snaplen)
+
+
+def capture_report(data: bytes) -> dict:
+    """The counts in a TAS_MSG_CAPTURE_STARTED/_STOPPED message."""
+    r = ffi.new("struct tas_capture_report *")
+    ffi.memmove(r, data, min(len(data), ffi.sizeof(r[0])))
+    return {name: getattr(r, name) for name, _ in ffi.typeof("struct tas_capture_report").fields}
 
 
 # ---- TAP and AF_XDP setup (slowpath side) ---------------------------------

@@ -39,9 +39,8 @@ def open_device(args, region: WorkerRegion) -> Device:
         dev = Device.xdp(args.xsk_fd, args.umem_fd, args.shared_fd, shm.worker_id, shm.mtu)
     else:
         dev = Device.tap(args.tap_fd, shm.mtu)
-    if args.capture:
-        dev = dev.capture(args.capture)
-    return dev
+    # always wrapped: tasctl capture switches the writer on and off as we run
+    return dev.capture(args.capture)
 
 
 def main(argv=None) -> int:

@@ -190,6 +190,7 @@ class App:
     def __init__(self, app_id: int, sock: socket.socket, pid: int, uid: int, name: str, limits: AppLimits,
                  nworkers: int):
         self.id, self.sock, self.pid, self.uid, self.name = app_id, sock, pid, uid, name
+        self.command = _cmdline(pid) or name
         self.limits = limits
         self.started = time.time()
         buf_area = limits.max_conns * (limits.rx_buffer + limits.tx_buffer)
@@ -232,7 +233,8 @@ class App:
             return 0
 
     def describe(self) -> dict:
-        return {"app": self.id, "pid": self.pid, "uid": self.uid, "name": self.name,
+        return {"app": self.id, "pid": self.pid, "uid": self.uid, "name": self.name, "command": self.command,
+                "pids": sorted(self.procs.values()),
                 "contexts": len(self.contexts), "connections": len(self.conns), "listeners": len(self.listeners),
                 "memory_bytes": self.memory_bytes, "region_bytes": self.size,
                 "uptime_s": round(time.time() - self.started, 3)}
@@ -525,3 +527,13 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
+
+
+def _cmdline(pid: int, limit: int = 200) -> str:
+    """The process's command line, arguments joined by spaces, cut at limit."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return ""
+    text = " ".join(a.decode(errors="replace") for a in args)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

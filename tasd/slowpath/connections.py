@@ -710,6 +710,10 @@ class ConnectionManager:
             if f.index >= 0:
                 fl = self.workers[f.worker].region.flows[f.index]
                 row.update({k: getattr(fl, k) for k in self.FLOW_FIELDS})
+                # as ss names them: bytes in the send buffer not yet acked,
+                # received and not yet read, acked by the peer, received in order
+                row.update(send_q=fl.tx_data, recv_q=fl.rx_size - fl.rx_avail, bytes_acked=fl.tx_bytes,
+                           bytes_received=fl.rx_bytes)
             out.append(row)
         return out
 

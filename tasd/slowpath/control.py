@@ -4,15 +4,21 @@
     response: {"ok": true, ...result}  or  {"ok": false, "error": "one line"}
 
 The socket is a Unix stream socket, mode 0660, in a directory only root can
-write; tasctl is its client.
+write; tasctl is its client.  A handler that needs to know who asks (its
+credentials) or to outlive the request (tasctl capture lasts as long as its
+connection) calls current_client().
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
+import socket
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -26,11 +32,43 @@ class CommandError(Exception):
     """A request that cannot be served; its message goes back to the client."""
 
 
+@dataclass
+class Client:
+    """The process at the other end of one control connection (SO_PEERCRED:
+    None where the kernel did not say)."""
+    pid: int | None
+    uid: int | None
+    gid: int | None
+    _on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call fn when the connection closes, however the client ended."""
+        self._on_close.append(fn)
+
+
+_client: contextvars.ContextVar[Client | None] = contextvars.ContextVar("tasd_control_client", default=None)
+
+
+def current_client() -> Client | None:
+    """The client whose request is being served (in a handler)."""
+    return _client.get()
+
+
+def _peer(writer: asyncio.StreamWriter) -> Client:
+    try:
+        pid, uid, gid = struct.unpack("3i", writer.get_extra_info("socket").getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        return Client(pid, uid, gid)
+    except (OSError, AttributeError, struct.error):
+        return Client(None, None, None)
+
+
 class ControlServer:
     def __init__(self, path: str, handlers: dict[str, Handler]):
         self.path = Path(path)
         self.handlers = handlers
         self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -45,6 +83,9 @@ class ControlServer:
             os.umask(old)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = _peer(writer)
+        _client.set(client)  # this connection's task only
+        self._writers.add(writer)
         try:
             while line := await reader.readline():
                 writer.write((json.dumps(await self._dispatch(line)) + "\n").encode())
@@ -52,6 +93,12 @@ class ControlServer:
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
+            self._writers.discard(writer)
+            for fn in client._on_close:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("control connection cleanup failed")
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -78,6 +125,8 @@ class ControlServer:
         if self._server is None:
             return
         self._server.close()
+        for w in list(self._writers):  # connections that last (tasctl capture) end with tasd
+            w.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
         self._server = None

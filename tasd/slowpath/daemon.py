@@ -32,11 +32,13 @@ from tasd.fastpath.binding import FastpathError, lib
 from tasd.wire import ArpPacket, EtherType, EthernetFrame, MacAddr, WireError
 
 from . import backend as backends
-from . import netif, workers
+from . import netif, sdnotify, workers
 from .apps import AppLimits, AppRegistry
 from .arp import ArpTable, Conflict, Resolved, SendArp, Unreachable
+from .capture import Captures
 from .connections import ConnectionManager
-from .control import CommandError, ControlServer
+from .control import CommandError, ControlServer, current_client
+from .metrics import MetricsServer, exposition
 from .tcp import TcpConfig, TcpStack
 
 log = logging.getLogger("tasd")
@@ -46,6 +48,17 @@ HUNG_AFTER_S = 2.0
 CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 14, 12, 13, 21, 39
 MIN_FRAME = 60  # Ethernet minimum without FCS: short frames are padded
 FLUSH_RETRY_S = 0.0005  # how soon messages that found a worker's ring full are tried again
+STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
+
+# What a reload (SIGHUP, systemctl reload) changes in the running daemon; the
+# other options are fixed at start and a reload only says that they need a
+# restart.  TCP settings apply to connections made after the reload, app
+# limits to apps that register after it (those counted at once excepted).
+LIVE_KEYS = {"log_level", "poll_us", "tcp.mss", "tcp.window_scale", "tcp.timestamps", "tcp.sack", "tcp.ecn",
+             "tcp.syn_retries", "tcp.synack_retries", "tcp.rto_initial", "tcp.rto_min", "tcp.rto_max",
+             "tcp.retries2", "tcp.delayed_ack", "tcp.msl", "tcp.fin_timeout", "tcp.keepalive_time",
+             "tcp.keepalive_intvl", "tcp.keepalive_probes", "tcp.max_syn_backlog", "app.max_connections",
+             "app.max_apps", "arp.timeout", "arp.retries", "arp.retry_interval", "arp.failed_hold"}
 
 
 class StartError(Exception):
@@ -94,8 +107,13 @@ def derived_mac(ip: IPv4Address, ifname: str) -> str:
 
 
 class Daemon:
-    def __init__(self, cfg: config.Config):
+    def __init__(self, cfg: config.Config, config_path: str | None = None, overrides: dict | None = None):
         self.cfg = cfg
+        self.config_path, self.overrides = config_path, overrides or {}  # what a reload reads again
+        self.notifier = sdnotify.Notifier()
+        self.reloads = {"ok": 0, "failed": 0}
+        self._sd_timer = None
+        self._status_at = 0.0
         self.address = cfg["address"]
         self.ip = self.address.ip
         self.network = self.address.network
@@ -119,6 +137,7 @@ class Daemon:
         self._flush_handle = None
         self._stop: asyncio.Event | None = None
         self._control: ControlServer | None = None
+        self._metrics: MetricsServer | None = None
 
     # ---- start-up, before the event loop ------------------------------------
     def prepare(self) -> None:
@@ -161,6 +180,9 @@ class Daemon:
                     capture = f"{capture}.w{w.index}"
                 w.spawn(self.backend.worker_fds(w.index), capture)
             workers.wait_running(self.workers)
+            for w in self.workers:
+                log.info("fastpath worker %d started on CPU %d (pid %d, %s)", w.index, w.core, w.proc.pid,
+                         self.backend.name)
         except (FastpathError, workers.WorkerStartError) as e:
             raise StartError(str(e)) from None
 
@@ -186,6 +208,7 @@ class Daemon:
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.early_signal is not None:  # came before these handlers, its exception lost
             raise StartError(f"{signal.Signals(self.early_signal).name} during start-up")
         cfg = self.cfg
@@ -200,9 +223,13 @@ class Daemon:
         self._links = netif.LinkWatcher(self.iface.index)
         self._link_state = "up"
         loop.add_reader(self._links.fileno(), self._on_link_event)
+        self.captures = Captures(self.workers, self._flush_tx, cfg["capture"])
         self._control = ControlServer(cfg["control_socket"], {
+            "capture_start": self._cmd_capture_start, "capture_stop": self._cmd_capture_stop,
+            "capture_status": self._cmd_capture_status,
             "status": self._cmd_status, "stats": self._cmd_stats, "arp": self._cmd_arp,
-            "arp_resolve": self._cmd_arp_resolve, "apps": self._cmd_apps, "flows": self._cmd_flows})
+            "arp_resolve": self._cmd_arp_resolve, "apps": self._cmd_apps, "flows": self._cmd_flows,
+            "reload": self._cmd_reload})
         try:
             if cfg["arp.probe"]:
                 await self._probe_address()
@@ -215,14 +242,22 @@ class Daemon:
                 return self.exit_code
             await self.apps.start()
             await self._control.start()  # answering on it is what "ready" means
+            await self._start_metrics()
             log.info("tasd %s ready: %s on %s (%s), MAC %s, MTU %d, %d worker(s) on CPU %s", __version__,
                      self.address, self.iface.name, self.backend.name, self.mac, self.mtu, len(self.workers),
                      ",".join(map(str, cfg["cores"])))
+            self.notifier.ready(self._status_line())
+            self._sd_tick()
             if not self._stop.is_set():
                 await self._stop.wait()
         finally:
+            self.notifier.stopping()
+            if self._sd_timer is not None:
+                self._sd_timer.cancel()
             await self._shutdown_tcp(loop)
             await self._control.close()
+            if self._metrics is not None:
+                await self._metrics.close()
             for w in self.workers:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(w.fp2sp_efd)
@@ -232,6 +267,72 @@ class Daemon:
             loop.remove_reader(self._links.fileno())
             self._links.close()
         return self.exit_code
+
+    # ---- systemd and reloads ----------------------------------------------------
+    def _fastpath_stats(self) -> tuple[list[dict], dict]:
+        """Each worker's counters, and their sums."""
+        per_worker = [w.region.stats() for w in self.workers]
+        return per_worker, _sum_stats(per_worker)
+
+    def _status_line(self) -> str:
+        _, fp = self._fastpath_stats()
+        return (f"{self.address} on {self.iface.name} ({self.backend.name}), {len(self.workers)} worker(s); "
+                f"{len(self.apps.apps)} app(s), {len(self.conns.flows)} connection(s); "
+                f"{fp.get('rx_frames', 0)} frames in, {fp.get('tx_frames', 0)} out")
+
+    def _sd_tick(self) -> None:
+        """Watchdog pings (only while every worker's loop turns: a hung
+        worker stops them, and _watch_workers stops tasd) and the STATUS line."""
+        loop = asyncio.get_running_loop()
+        n = self.notifier
+        if not n.enabled:
+            return
+        now = lib.fp_now_ns()
+        if n.watchdog_s and all(now - w.region.shm.heartbeat_ns < HUNG_AFTER_S * 1e9 for w in self.workers):
+            n.notify(watchdog=1)
+        if loop.time() >= self._status_at:
+            n.notify(status=self._status_line())
+            self._status_at = loop.time() + STATUS_EVERY_S
+        every = min(STATUS_EVERY_S, n.watchdog_s / 2) if n.watchdog_s else STATUS_EVERY_S
+        self._sd_timer = loop.call_later(every, self._sd_tick)
+
+    def reload(self) -> dict:
+        """Read the configuration again (the same file and command-line
+        overrides) and apply what can change while running; say what needs a
+        restart.  A bad file changes nothing."""
+        self.notifier.reloading()
+        try:
+            new = config.load(self.config_path, self.overrides)
+        except config.ConfigError as e:
+            self.reloads["failed"] += 1
+            log.error("reload failed, configuration unchanged: %s", e)
+            self.notifier.ready(f"reload failed: {e}")
+            return {"applied": [], "restart_needed": [], "error": str(e)}
+        changed = [k for k, v in new.values.items() if v != self.cfg.values.get(k)]
+        applied = [k for k in changed if k in LIVE_KEYS]
+        fixed = [k for k in changed if k not in LIVE_KEYS]
+        for k in applied:
+            self.cfg.values[k] = new.values[k]
+        self._apply_live()
+        self.reloads["ok"] += 1
+        log.info("configuration reloaded from %s: %s%s", self.config_path or "the command line",
+                 f"changed {', '.join(applied)}" if applied else "nothing changed",
+                 f"; needs a restart (running value kept): {', '.join(fixed)}" if fixed else "")
+        self.notifier.ready(self._status_line())
+        return {"applied": applied, "restart_needed": fixed}
+
+    def _apply_live(self) -> None:
+        c = self.cfg
+        log.setLevel(c["log_level"].upper())
+        for w in self.workers:
+            w.tune(c)
+        self.stack.reconfigure(self._tcp_config())
+        self.apps.limits = self._app_limits()
+        self.arp.timeout, self.arp.retries = c["arp.timeout"], c["arp.retries"]
+        self.arp.retry_interval, self.arp.failed_hold = c["arp.retry_interval"], c["arp.failed_hold"]
+
+    async def _cmd_reload(self, req: dict) -> dict:
+        return self.reload()
 
     # ---- TCP and applications ----------------------------------------------------
     def _tcp_config(self) -> TcpConfig:
@@ -246,15 +347,18 @@ class Daemon:
                          keepalive_probes=c["tcp.keepalive_probes"], ephemeral_ports=c["tcp.ephemeral_ports"],
                          max_syn_backlog=c["tcp.max_syn_backlog"])
 
+    def _app_limits(self) -> AppLimits:
+        c = self.cfg
+        return AppLimits(max_conns=c["app.max_connections"], rx_buffer=c["app.rx_buffer"],
+                         tx_buffer=c["app.tx_buffer"], contexts=c["app.contexts"],
+                         ring_entries=c["app.ring_entries"], max_apps=c["app.max_apps"])
+
     def _setup_tcp(self, loop) -> None:
         c = self.cfg
         self.stack = TcpStack(self.ip, secret=os.urandom(32), rng=random.Random(os.urandom(16)),
                               config=self._tcp_config())
         self._sp_doorbell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        limits = AppLimits(max_conns=c["app.max_connections"], rx_buffer=c["app.rx_buffer"],
-                           tx_buffer=c["app.tx_buffer"], contexts=c["app.contexts"],
-                           ring_entries=c["app.ring_entries"], max_apps=c["app.max_apps"])
-        self.apps = AppRegistry(c["app_socket"], self.workers, limits, self._sp_doorbell,
+        self.apps = AppRegistry(c["app_socket"], self.workers, self._app_limits(), self._sp_doorbell,
                                 on_gone=lambda app, force=False: self.conns.app_gone(app, loop.time(), force),
                                 address=self.address, gateway=c["gateway"])
         self.apps.on_proc_gone = lambda app, proc, ctxs: self.conns.proc_gone(app, proc, ctxs, loop.time())
@@ -399,6 +503,8 @@ class Daemon:
                 self.conns.flow_event(w.index, data, now)
             elif msg_type == lib.TAS_MSG_APP_REMOVED:
                 pass
+            elif msg_type in (lib.TAS_MSG_CAPTURE_STARTED, lib.TAS_MSG_CAPTURE_STOPPED):
+                self.captures.answer(w.index, msg_type, arg, data)
             else:
                 self.stats["bad_messages"] += 1
         except Exception:
@@ -476,14 +582,20 @@ class Daemon:
 
     # ---- control commands ----------------------------------------------------------
     async def _cmd_status(self, req: dict) -> dict:
+        _, fp = self._fastpath_stats()
         return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 3),
                 "interface": self.iface.name, "address": str(self.address), "mac": self.mac, "mtu": self.mtu,
                 "gateway": str(self.cfg["gateway"]) if self.cfg["gateway"] else None,
-                **self.backend.describe(), "workers": [w.describe() for w in self.workers]}
+                "config": self.cfg.source, "log_level": self.cfg["log_level"], "reloads": dict(self.reloads),
+                **self.backend.describe(), "workers": [w.describe() for w in self.workers],
+                "apps": len(self.apps.apps), "connections": len(self.conns.flows),
+                "listeners": len(self.conns.listener_owner),
+                "totals": {k: fp.get(k, 0) for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
+                                                     "rx_exceptions", "tcp_retx_segs")} |
+                {"drops": sum(fp.get("drops", {}).values())}}
 
     async def _cmd_stats(self, req: dict) -> dict:
-        per_worker = [w.region.stats() for w in self.workers]
-        total = _sum_stats(per_worker)
+        per_worker, total = self._fastpath_stats()
         return {"fastpath": total, "workers": per_worker,
                 "slowpath": {**self.stats, "sp2fp_deferred": sum(w.deferred for w in self.workers),
                              "sp2fp_waiting": sum(len(w.backlog) for w in self.workers),
@@ -493,8 +605,42 @@ class Daemon:
                                       "lingering_now": len(self.apps.lingering),
                                       "memory_bytes": self.apps.memory_bytes()}}}
 
+    async def _cmd_capture_start(self, req: dict) -> dict:
+        return await self.captures.start(req, current_client())
+
+    async def _cmd_capture_stop(self, req: dict) -> dict:
+        return await self.captures.stop_request(current_client())
+
+    async def _cmd_capture_status(self, req: dict) -> dict:
+        return self.captures.status(current_client())
+
     async def _cmd_flows(self, req: dict) -> dict:
-        return {"flows": self.conns.flow_list()}
+        """Connections, filtered (each filter optional): state (a name, any
+        case, or a list), port (local or remote), address (the remote's or
+        ours), app (its id)."""
+        states = req.get("state")
+        states = {states} if isinstance(states, str) else set(states or ())
+        states = {x.upper() for x in states if isinstance(x, str)}
+        port, app, address = req.get("port"), req.get("app"), req.get("address")
+        for name, v in (("port", port), ("app", app)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise CommandError(f"{name} must be a number, not {v!r}")
+        if address is not None:
+            try:
+                address = str(IPv4Address(address))
+            except ValueError:
+                raise CommandError(f"not an IPv4 address: {address!r}") from None
+        out = []
+        for f in self.conns.flow_list():
+            local_ip, local_port = f["local"].rsplit(":", 1)
+            remote_ip, remote_port = f["remote"].rsplit(":", 1)
+            if (states and f["state"] not in states or port is not None and port not in (int(local_port),
+                                                                                         int(remote_port))
+                    or address is not None and address not in (local_ip, remote_ip)
+                    or app is not None and f["app"] != app):
+                continue
+            out.append(f)
+        return {"flows": out}
 
     async def _cmd_apps(self, req: dict) -> dict:
         return {"apps": [a.describe() for a in self.apps.apps.values()]}
@@ -524,6 +670,23 @@ class Daemon:
         else:
             self._arp_flush()
         return {"ip": str(ip), "mac": str(mac) if mac else None}
+
+    # ---- Prometheus metrics (metrics.listen) ------------------------------------------
+    async def _start_metrics(self) -> None:
+        if self.cfg["metrics.listen"] is None:
+            return
+        host, port = self.cfg["metrics.listen"]
+
+        async def page() -> str:
+            return exposition(await self._cmd_stats({}), await self._cmd_status({}))
+        self._metrics = MetricsServer(host, port, page)
+        try:
+            await self._metrics.start()
+        except OSError as e:
+            self._metrics = None
+            raise StartError(f"metrics.listen: cannot listen on {host}:{port}: "
+                             f"{os.strerror(e.errno) if e.errno else e}") from None
+        log.info("metrics on http://%s:%d/metrics", host, self._metrics.port)
 
     # ---- shutdown --------------------------------------------------------------------
     def close(self) -> None:
@@ -571,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, format="tasd: %(levelname)s: %(message)s")
+    logging.basicConfig(handlers=[sdnotify.log_handler()])
     try:
         overrides = {o.key: config.parse_cli_value(o.key, getattr(args, o.key))
                      for o in config.OPTIONS if o.cli and getattr(args, o.key) is not None}
@@ -580,7 +743,7 @@ def main(argv=None) -> int:
         print(f"tasd: error: {e}", file=sys.stderr)
         return 2
     log.setLevel(cfg["log_level"].upper())
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, args.config, overrides)
 
     def interrupted(sig, _frame):
         # raised wherever the program is; if that is a __del__ or a weakref

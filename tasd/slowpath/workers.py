@@ -31,16 +31,13 @@ class WorkerProc:
     def __init__(self, index: int, core: int, cfg, mac: str, mtu: int):
         self.index, self.core = index, core
         self.region = WorkerRegion.create(f"tasd-worker{index}", cfg["ring_slots"], cfg["max_flows"])
-        self.region.shm.rto_min_us = int(cfg["tcp.rto_min"] * 1e6)
-        self.region.shm.rto_max_us = int(cfg["tcp.rto_max"] * 1e6)
-        self.region.shm.delack_us = int(cfg["tcp.delayed_ack"] * 1e6)
+        self.tune(cfg)
         shm = self.region.shm
         shm.worker_id = index
         shm.nworkers = len(cfg["cores"])
         shm.ip = ipv4_be(cfg["address"].ip)
         shm.mtu = mtu
         shm.mac = list(bytes.fromhex(mac.replace(":", "")))
-        shm.poll_us = cfg["poll_us"]
         # sp2fp: the slowpath wakes the worker; fp2sp: the worker wakes us;
         # the doorbell: apps wake the worker; the socket carries fds to it
         self.sp2fp_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -52,6 +49,13 @@ class WorkerProc:
         self.backlog: collections.deque = collections.deque()  # messages waiting for room in sp2fp
         self.deferred = 0  # how many had to wait
         self.queued = self.pushed = 0  # messages sent, and of those in the ring: the k-th is there once pushed >= k
+
+    def tune(self, cfg) -> None:
+        """The settings the worker reads as it runs (a reload changes them)."""
+        shm = self.region.shm
+        shm.poll_us = cfg["poll_us"]
+        shm.rto_min_us, shm.rto_max_us = int(cfg["tcp.rto_min"] * 1e6), int(cfg["tcp.rto_max"] * 1e6)
+        shm.delack_us = int(cfg["tcp.delayed_ack"] * 1e6)
 
     def spawn(self, backend_fds: dict[str, int], capture: str | None) -> None:
         fds = {"region-fd": self.region.fd, "sp2fp-efd": self.sp2fp_efd, "fp2sp-efd": self.fp2sp_efd,
@@ -74,7 +78,16 @@ class WorkerProc:
         return {"worker": self.index, "core": self.core, "pid": self.proc.pid if self.proc else None,
                 "state": STATE_NAMES.get(shm.state, str(shm.state)),
                 "heartbeat_age_s": round(max(0, lib.fp_now_ns() - shm.heartbeat_ns) / 1e9, 3)
-                if shm.heartbeat_ns else None}
+                if shm.heartbeat_ns else None, "cpu_s": self.cpu_seconds()}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker process used (user + system), seconds."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, AttributeError, IndexError):
+            return None
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
     def exit_reason(self) -> str:
         err = self.region.error
@@ -127,11 +140,11 @@ class WorkerProc:
             self.wake()
         return not self.backlog
 
-    def send_fd(self, msg_type: int, fd: int, **app_cmd) -> None:
+    def send_fd(self, msg_type: int, fd: int, data=b"", arg: int = 0, **app_cmd) -> None:
         """Hand fd to the worker, then the command that names it (the worker
         reads the fd when it meets the command)."""
         self.sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-        self.send(msg_type, **app_cmd)
+        self.send(msg_type, data, arg, **app_cmd)
 
     def request_stop(self) -> None:
         self.region.shm.stop = 1

@@ -1,7 +1,7 @@
 /*
  * The fastpath's device interface: everything the worker loop needs from a
  * NIC-like thing.  Backends (AF_XDP, TAP, in-memory) implement it; wrappers
- * (pcap capture) hold another device and forward to it.
+ * (pcap capture, dev_pcap.c) hold another device and forward to it.
  *
  * Buffers belong to the device.  A buffer obtained from rx() or alloc() is
  * given back exactly once, either to tx() (which takes it whether or not the
@@ -11,9 +11,12 @@
 #ifndef FP_DEV_H
 #define FP_DEV_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct tas_fp_stats;
+struct tas_capture_cmd;
+struct tas_capture_report;
 
 struct fp_buf {
     uint8_t *data; /* first byte of the frame */
@@ -40,11 +43,17 @@ struct fp_dev_ops {
     void (*close)(struct fp_dev *d);
     /* Optional: the device's own drop counters into the worker's stats. */
     void (*counters)(struct fp_dev *d, struct tas_fp_stats *st);
+    /* Optional (the capture wrapper): write frames to the pcap file fd
+     * (O_APPEND, header written) as c says; the device owns fd on success. */
+    int (*capture_start)(struct fp_dev *d, int fd, const struct tas_capture_cmd *c, char *err, size_t errlen);
+    /* Optional: stop the capture (write what waits, close the file) and
+     * report its counts; a zeroed report if none ran. */
+    void (*capture_stop)(struct fp_dev *d, struct tas_capture_report *rep);
 };
 
 struct fp_dev {
     const struct fp_dev_ops *ops;
-    const char *kind; /* "xdp", "tap", "mem", "pcap" */
+    const char *kind; /* "xdp", "tap", "mem" (a wrapper keeps its device's) */
     int wait_fd;      /* fd that polls readable when frames arrive, or -1 */
     uint32_t max_frame; /* largest frame sent or accepted, Ethernet header included */
 };

@@ -20,6 +20,7 @@ struct fp_dev;
 struct fp_worker;
 struct fp_xdp_prog;
 struct tas_worker_shm;
+struct tas_capture_cmd;
 
 /* ---- time ---- */
 uint64_t fp_now_ns(void);
@@ -68,9 +69,19 @@ void fp_xdp_sockets_close(struct fp_xdp_sockets *s);
 struct fp_dev *fp_dev_xdp_open(int xsk_fd, int umem_fd, int shared_fd, uint32_t worker_id, uint32_t mtu,
                                char *err, size_t errlen);
 
-/* Capture: wrap a device so that every frame received or sent is written to
- * a pcap file.  The wrapper owns inner from then on. */
+/* Capture (dev_pcap.c).  fp_dev_capture_wrap: a device that forwards to
+ * inner and writes frames to a pcap file while a capture runs (started and
+ * stopped by TAS_MSG_CAPTURE_START/_STOP).  fp_dev_pcap_wrap: the same,
+ * capturing every frame from now on to a file it creates at path (the
+ * capture option).  Either wrapper owns inner from then on. */
+struct fp_dev *fp_dev_capture_wrap(struct fp_dev *inner, char *err, size_t errlen);
 struct fp_dev *fp_dev_pcap_wrap(struct fp_dev *inner, const char *path, char *err, size_t errlen);
+/* Slowpath side: compile a tcpdump filter expression (libpcap syntax, for
+ * Ethernet frames) into c->insns and c->ninsns; returns the number of
+ * instructions (0: no filter, the expression is empty) or -1 with libpcap's
+ * reason.  Start a capture file: truncate fd, write the pcap header. */
+int fp_capture_compile(const char *expr, uint32_t snaplen, struct tas_capture_cmd *c, char *err, size_t errlen);
+int fp_capture_file_init(int fd, uint32_t snaplen, char *err, size_t errlen);
 
 void fp_dev_close(struct fp_dev *d);
 const char *fp_dev_kind(struct fp_dev *d);

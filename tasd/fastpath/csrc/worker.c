@@ -222,8 +222,37 @@ void fp_flow_event(struct fp_worker *w, const struct tas_flow_event *ev)
     w->evq[(w->evq_head + w->evq_len++) % FP_EVQ] = *ev;
 }
 
+/* ---- capture (dev_pcap.c) ------------------------------------------------------- */
+
+static void flush_capture_answers(struct fp_worker *w)
+{
+    unsigned done = 0;
+    while (done < w->capq_len) {
+        const struct fp_capture_answer *a = &w->capq[done];
+        if (tas_msg_push(&w->fp2sp, a->type, a->rep.id, w->shm->worker_id, w->now, &a->rep, sizeof a->rep) != 0)
+            break;
+        w->fp2sp_published++;
+        done++;
+    }
+    memmove(w->capq, w->capq + done, (w->capq_len - done) * sizeof w->capq[0]);
+    w->capq_len -= done;
+}
+
+static void capture_answer(struct fp_worker *w, uint16_t type, const struct tas_capture_report *rep)
+{
+    if (w->capq_len == sizeof w->capq / sizeof w->capq[0]) {
+        w->st->sp_bad_msgs++; /* the slowpath sent more than it waits for */
+        return;
+    }
+    w->capq[w->capq_len].type = type;
+    w->capq[w->capq_len++].rep = *rep;
+    flush_capture_answers(w);
+}
+
 static void flush_events(struct fp_worker *w)
 {
+    if (w->capq_len)
+        flush_capture_answers(w);
     while (w->evq_len && push_event(w, &w->evq[w->evq_head]) == 0) {
         w->evq_head = (w->evq_head + 1) % FP_EVQ;
         w->evq_len--;
@@ -362,6 +391,38 @@ static int replay_frame(struct fp_worker *w, const struct tas_msg *m)
     return ok ? 0 : -1;
 }
 
+/* Start or stop a capture; the slowpath waits for the answer, and the
+ * counters include everything before it. */
+static int capture_command(struct fp_worker *w, const struct tas_msg *m)
+{
+    struct tas_capture_report rep = {.id = m->arg};
+    char err[128];
+    if (m->type == TAS_MSG_CAPTURE_STOP) {
+        if (w->dev->ops->capture_stop)
+            w->dev->ops->capture_stop(w->dev, &rep);
+        rep.id = m->arg;
+    } else {
+        static struct tas_capture_cmd c; /* 2 KiB: not on the stack */
+        int fd = recv_fd(w); /* first, whatever happens: the fds come in message order */
+        memset(&c, 0, sizeof c);
+        memcpy(&c, m->data, m->len < sizeof c ? m->len : sizeof c);
+        if (fd < 0)
+            rep.status = EBADF;
+        else if (m->len < offsetof(struct tas_capture_cmd, insns) || c.id != m->arg)
+            rep.status = EINVAL;
+        else if (w->dev->ops->capture_start == NULL)
+            rep.status = ENOTSUP;
+        else if (w->dev->ops->capture_start(w->dev, fd, &c, err, sizeof err) != 0)
+            rep.status = errno ? errno : EINVAL;
+        if (rep.status != 0 && fd >= 0)
+            close(fd);
+    }
+    if (w->dev->ops->counters)
+        w->dev->ops->counters(w->dev, w->st);
+    capture_answer(w, m->type == TAS_MSG_CAPTURE_STOP ? TAS_MSG_CAPTURE_STOPPED : TAS_MSG_CAPTURE_STARTED, &rep);
+    return rep.status == EINVAL ? -1 : 0;
+}
+
 static int sp_message(struct fp_worker *w, const struct tas_msg *m)
 {
     switch (m->type) {
@@ -418,6 +479,9 @@ static int sp_message(struct fp_worker *w, const struct tas_msg *m)
     case TAS_MSG_APP_REMOVE:
     case TAS_MSG_CTX_ADD:
         return app_command(w, m);
+    case TAS_MSG_CAPTURE_START:
+    case TAS_MSG_CAPTURE_STOP:
+        return capture_command(w, m);
     default:
         return -1;
     }
@@ -485,7 +549,8 @@ static void sleep_until_work(struct fp_worker *w)
         if (ms < (uint64_t)timeout)
             timeout = (int)ms;
     }
-    if (timeout > 0 && !fp_app_pending(w) && !fp_dev_rx_pending(w->dev) && !stopping(w) && !w->evq_len) {
+    if (timeout > 0 && !fp_app_pending(w) && !fp_dev_rx_pending(w->dev) && !stopping(w) && !w->evq_len &&
+        !w->capq_len) {
         struct pollfd pfd[3] = {{.fd = w->sp2fp_efd, .events = POLLIN},
                                 {.fd = w->dev->wait_fd, .events = POLLIN},
                                 {.fd = w->doorbell_efd, .events = POLLIN}};
@@ -538,6 +603,7 @@ int fp_worker_run(struct fp_worker *w)
                 score -= score / 8; /* it did not */
             sleep_until_work(w);
             idle = 0;
+            poll_ns = (uint64_t)w->shm->poll_us * 1000; /* the slowpath may change it (reload) */
         }
     }
     if (w->dev_failed) {

@@ -64,6 +64,12 @@ struct fp_worker {
     /* flow events the fp2sp ring had no room for, oldest first */
     struct tas_flow_event evq[FP_EVQ];
     unsigned evq_head, evq_len;
+    /* capture answers the fp2sp ring had no room for (STARTED, STOPPED) */
+    struct fp_capture_answer {
+        uint16_t type;
+        struct tas_capture_report rep;
+    } capq[4];
+    unsigned capq_len;
     /* applications */
     struct fp_app apps[FP_MAX_APPS];
     struct fp_appctx *active_ctx;    /* list of contexts to poll */

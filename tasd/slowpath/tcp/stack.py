@@ -82,6 +82,12 @@ class TcpStack:
 
     # --- outputs -----------------------------------------------------------------
 
+    def reconfigure(self, config: TcpConfig) -> None:
+        """Settings for connections made from now on; those that exist keep
+        theirs. The ephemeral port range stays as it was at start."""
+        self.config = config
+        self._host = self._host._replace(cfg=config)
+
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
         return actions
