@@ -148,35 +148,44 @@ def show_flows(r: dict, prev=None) -> None:
               f"{_size(f.get('bytes_acked', 0)):>10} {_size(f.get('bytes_received', 0)):>10}")
 
 
-def top_view(status: dict, flows: dict, prev: tuple | None, interval: float, n: int = 10) -> dict:
+def top_view(cur: dict, prev: dict | None, interval: float, n: int = 10) -> dict:
     """Per-worker load and the busiest flows over the last interval, from two
-    snapshots (the first screen, without one before it, shows totals)."""
-    ps, pf, pw = prev if prev else (None, {}, {})
+    snapshots of status, stats and flows (the first screen, with none before
+    it, has totals only)."""
+    def by_worker(snap):
+        return {w["worker"]: (w, st) for w, st in zip(snap["status"]["workers"], snap["stats"]["workers"])}
+
+    def moved(f):
+        return f.get("bytes_acked", 0) + f.get("bytes_received", 0)
+
+    before = by_worker(prev) if prev else {}
     workers = []
-    stats = status["_stats"]["workers"]
-    for w, st in zip(status["workers"], stats):
-        before = pw.get(w["worker"])
-        def rate(key, before=before, st=st):
-            return (st[key] - before[key]) / interval if before and interval else None
-        cpu = ((w["cpu_s"] - ps["cpu"][w["worker"]]) / interval * 100
-               if ps and w.get("cpu_s") is not None and ps["cpu"].get(w["worker"]) is not None else None)
-        workers.append({"worker": w["worker"], "core": w["core"], "cpu_pct": cpu, "rx_fps": rate("rx_frames"),
+    for i, (w, st) in by_worker(cur).items():
+        pw, pst = before.get(i, (None, None))
+
+        def rate(key, st=st, pst=pst):
+            return (st[key] - pst[key]) / interval if pst else None
+        cpu = ((w["cpu_s"] - pw["cpu_s"]) / interval * 100
+               if pw and w.get("cpu_s") is not None and pw.get("cpu_s") is not None else None)
+        workers.append({"worker": i, "core": w["core"], "cpu_pct": cpu, "rx_fps": rate("rx_frames"),
                         "tx_fps": rate("tx_frames"), "exc_ps": rate("rx_exceptions"), "sleeps_ps": rate("sleeps"),
-                        "flows": sum(1 for f in flows["flows"] if f["worker"] == w["worker"])})
+                        "flows": sum(1 for f in cur["flows"]["flows"] if f["worker"] == i)})
+    was = {(f["conn"], f["local"], f["remote"]): moved(f) for f in prev["flows"]["flows"]} if prev else {}
     busy = []
-    for f in flows["flows"]:
-        moved = f.get("bytes_acked", 0) + f.get("bytes_received", 0)
+    for f in cur["flows"]["flows"]:
         key = (f["conn"], f["local"], f["remote"])
-        busy.append({"conn": f["conn"], "state": f["state"], "local": f["local"], "remote": f["remote"],
-                     "app": f["app"], "worker": f["worker"],
-                     "bytes_ps": (moved - pf[key]) / interval if key in pf and interval else None, "bytes": moved})
+        busy.append({k: f[k] for k in ("conn", "state", "local", "remote", "app", "worker")} |
+                    {"bytes_ps": (moved(f) - was[key]) / interval if key in was else None, "bytes": moved(f)})
     busy.sort(key=lambda x: (x["bytes_ps"] or 0, x["bytes"]), reverse=True)
-    return {"workers": workers, "flows": busy[:n], "connections": len(flows["flows"])}
+    st = cur["status"]
+    return {"version": st["version"], "uptime_s": st["uptime_s"], "apps": st["apps"], "workers": workers,
+            "flows": busy[:n], "connections": len(cur["flows"]["flows"])}
 
 
 def show_top(view: dict) -> None:
     def num(v, fmt="{:.0f}"):
         return "-" if v is None else fmt.format(v)
+    print(f"tasd {view['version']} up {view['uptime_s']:.0f} s, {view['apps']} app(s)")
     print(f"{'worker':>6} {'cpu':>4} {'cpu%':>6} {'rx/s':>10} {'tx/s':>10} {'exc/s':>8} {'sleeps/s':>9} {'flows':>7}")
     for w in view["workers"]:
         print(f"{w['worker']:>6} {w['core']:>4} {num(w['cpu_pct'], '{:.1f}'):>6} {num(w['rx_fps']):>10} "
@@ -189,9 +198,9 @@ def show_top(view: dict) -> None:
               f"{f['app'] if f['app'] is not None else '-':>4} {f['worker']:>3} {rate:>12} {_size(f['bytes']):>10}")
 
 
-def _watch(fetch, show, args) -> int:
+def _watch(fetch, show, args, as_json=lambda r, prev: r) -> int:
     """Fetch and show every args.watch seconds until interrupted (or
-    args.count times); with --json, one object per line."""
+    args.count times); with --json, one object per line (as_json's)."""
     prev = None
     shown = 0
     tty = sys.stdout.isatty()
@@ -200,7 +209,7 @@ def _watch(fetch, show, args) -> int:
             t0 = time.monotonic()
             r = fetch()
             if args.json:
-                print(json.dumps(r), flush=True)
+                print(json.dumps(as_json(r, prev)), flush=True)
             else:
                 if tty:
                     print("\033[H\033[2J", end="")
@@ -254,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--address", help="only with this remote (or local) IPv4 address")
     fl.add_argument("--app", type=int, help="only of this app (its id, see tasctl apps)")
     top = sub.add_parser("top", help="live per-worker load and the busiest flows")
-    top.add_argument("-d", "--delay", type=float, default=1.0, help="seconds between refreshes [1]")
+    top.add_argument("-d", "--delay", dest="watch", type=float, default=1.0, help="seconds between refreshes [1]")
     top.add_argument("-n", "--count", type=int, default=0, help="stop after this many refreshes")
     top.add_argument("--flows", type=int, default=10, help="busiest flows shown [10]")
     sub.add_parser("reload", help="re-read tasd's configuration and apply what can change live")
@@ -316,37 +325,13 @@ def main(argv=None) -> int:
 
 
 def _top(path: str, args) -> int:
-    prev = None
-    shown = 0
+    conn = Connection(path)
     try:
-        while True:
-            t0 = time.monotonic()
-            status = request(path, "status")
-            status["_stats"] = request(path, "stats")
-            flows = request(path, "flows")
-            view = top_view(status, flows, prev, args.delay, args.flows)
-            if args.json:
-                print(json.dumps(view), flush=True)
-            else:
-                if sys.stdout.isatty():
-                    print("\033[H\033[2J", end="")
-                print(f"tasd {status['version']} up {status['uptime_s']:.0f} s, {status['apps']} app(s); "
-                      f"{time.strftime('%H:%M:%S')} (Ctrl-C to stop)")
-                show_top(view)
-                sys.stdout.flush()
-            prev = ({"cpu": {w["worker"]: w.get("cpu_s") for w in status["workers"]}},
-                    {(f["conn"], f["local"], f["remote"]): f.get("bytes_acked", 0) + f.get("bytes_received", 0)
-                     for f in flows["flows"]},
-                    {w: st for w, st in enumerate(status["_stats"]["workers"])})
-            shown += 1
-            if args.count and shown >= args.count:
-                return 0
-            time.sleep(max(0.0, args.delay - (time.monotonic() - t0)))
-    except KeyboardInterrupt:
-        return 0
-    except TasctlError as e:
-        print(f"tasctl: {e}", file=sys.stderr)
-        return 1
+        return _watch(lambda: {cmd: conn.call(cmd) for cmd in ("status", "stats", "flows")},
+                      lambda r, prev: show_top(top_view(r, prev, args.watch, args.flows)), args,
+                      lambda r, prev: top_view(r, prev, args.watch, args.flows))
+    finally:
+        conn.close()
 
 
 class Connection:
