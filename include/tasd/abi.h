@@ -30,7 +30,7 @@ typedef __u64 uint64_t;
 #endif
 
 #define TAS_ABI_MAGIC 0x54415344
-#define TAS_ABI_VERSION 6
+#define TAS_ABI_VERSION 7
 #define TAS_CACHELINE 64
 
 /* ------------------------------------------------------------------------
@@ -274,6 +274,9 @@ enum tas_flow_state {
     TAS_FLOW_FREE = 0,
     TAS_FLOW_ACTIVE = 1,
     TAS_FLOW_DEAD = 2,   /* reset or given up: carries no more data, waits for removal */
+    TAS_FLOW_SYN_RCVD = 3, /* installed with its SYN-ACK: the worker takes the ACK that
+                            * completes the handshake (then ACTIVE, TAS_FEV_ESTABLISHED);
+                            * every other segment goes to the slowpath */
 };
 
 /* tas_flow.fl */
@@ -416,11 +419,11 @@ struct tas_flow_params {
     uint32_t opts;           /* enum tas_flow_opt */
     uint8_t snd_wscale;
     uint8_t rcv_wscale;
-    uint16_t _pad0;
-    uint32_t snd_una;        /* iss + 1 */
+    uint16_t flags;          /* TAS_FLOW_PARAM_* */
+    uint32_t snd_una;        /* iss + 1; with SYN_RCVD: iss */
     uint32_t snd_nxt;
     uint32_t rcv_nxt;        /* irs + 1 */
-    uint32_t snd_wnd;        /* bytes */
+    uint32_t snd_wnd;        /* bytes; with SYN_RCVD: the SYN's window (never scaled) */
     uint32_t ts_recent;
     uint32_t ts_offset;
     uint32_t rto_us;
@@ -431,6 +434,9 @@ struct tas_flow_params {
     uint32_t rx_size;
     uint32_t tx_size;
 };
+
+/* tas_flow_params.flags */
+#define TAS_FLOW_PARAM_SYN_RCVD 1 /* passive open, SYN-ACK sent: the flow starts in TAS_FLOW_SYN_RCVD */
 
 #define TAS_FLOW_CMD_RST 1
 #define TAS_CTX_NONE 0xffffffff /* MOVE: notify nobody (a connection no process uses now) */
@@ -455,6 +461,7 @@ enum tas_flow_event_kind {
     TAS_FEV_ACK_PROGRESS = 7, /* new data acknowledged after a timeout */
     TAS_FEV_REMOVED = 8,      /* answer to FLOW_REMOVE, with the final state */
     TAS_FEV_KEEPALIVE = 9,    /* a keepalive probe's timer: the last activity is in last_rx_ns */
+    TAS_FEV_ESTABLISHED = 10, /* a TAS_FLOW_PARAM_SYN_RCVD flow took the handshake's ACK */
 };
 
 /* TAS_MSG_FLOW_EVENT */

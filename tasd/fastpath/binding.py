@@ -50,7 +50,9 @@ def _call(fn, *args):
 def ipv4_be(addr) -> int:
     """An IPv4 address as the C side's "network byte order" uint32_t: the
     integer whose in-memory bytes are the address's four octets."""
-    return int.from_bytes(ipaddress.IPv4Address(addr).packed, sys.byteorder)
+    if type(addr) is not ipaddress.IPv4Address:  # (constructing one from one goes through a string)
+        addr = ipaddress.IPv4Address(addr)
+    return int.from_bytes(addr.packed, sys.byteorder)
 
 
 def now_ns() -> int:

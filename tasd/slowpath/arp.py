@@ -99,7 +99,8 @@ class ArpTable:
     def lookup(self, ip: IPv4Address, now: float) -> MacAddr | None:
         """The MAC for on-link `ip`, or None while it is being resolved (a
         Resolved or Unreachable action follows)."""
-        ip = IPv4Address(ip)
+        if type(ip) is not IPv4Address:  # (making one of one goes through a string)
+            ip = IPv4Address(ip)
         e = self.entries.get(ip)
         if e is None:
             if not self._make_room():

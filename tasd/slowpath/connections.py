@@ -28,7 +28,8 @@ log = logging.getLogger("tasd")
 EVENT_KINDS = {lib.TAS_FEV_FIN_RECEIVED: "fin_received", lib.TAS_FEV_FIN_SENT: "fin_sent",
                lib.TAS_FEV_FIN_ACKED: "fin_acked", lib.TAS_FEV_RESET: "reset_received",
                lib.TAS_FEV_RTO: "rto", lib.TAS_FEV_PERSIST: "persist", lib.TAS_FEV_ACK_PROGRESS: "ack_progress",
-               lib.TAS_FEV_REMOVED: "removed", lib.TAS_FEV_KEEPALIVE: "keepalive"}
+               lib.TAS_FEV_REMOVED: "removed", lib.TAS_FEV_KEEPALIVE: "keepalive",
+               lib.TAS_FEV_ESTABLISHED: "established"}
 PENDING_PER_NEIGHBOUR = 32  # frames kept while a neighbour is being resolved
 
 
@@ -104,7 +105,7 @@ class ConnectionManager:
 
     # ---- helpers ----------------------------------------------------------------
     def worker_for(self, remote_ip, local_ip, remote_port: int, local_port: int) -> int:
-        return lib.tas_flow_worker(int(IPv4Address(remote_ip)), int(IPv4Address(local_ip)), remote_port,
+        return lib.tas_flow_worker(int(_ip(remote_ip)), int(_ip(local_ip)), remote_port,
                                    local_port, len(self.workers))
 
     def next_hop(self, dst: IPv4Address) -> IPv4Address | None:
@@ -156,6 +157,8 @@ class ConnectionManager:
             getattr(self.stack, kind)(cid, now)
         elif kind in ("rto", "persist"):
             self.stack.timeout(cid, kind, _snapshot(ev), now)
+        elif kind == "established":
+            self.stack.flow_established(cid, _snapshot(ev), now)
         elif kind == "removed":
             self._release(flow)
             if flow.taking:  # the worker let it go before telling the taker: what it has is all there is
@@ -616,6 +619,7 @@ class ConnectionManager:
         c.opts = ((lib.TAS_OPT_TIMESTAMPS if p.timestamps else 0) | (lib.TAS_OPT_SACK if p.sack else 0) |
                   (lib.TAS_OPT_ECN if p.ecn else 0) | (lib.TAS_OPT_WSCALE if p.snd_wscale or p.rcv_wscale else 0))
         c.snd_wscale, c.rcv_wscale = p.snd_wscale, p.rcv_wscale
+        c.flags = lib.TAS_FLOW_PARAM_SYN_RCVD if p.syn_received else 0
         c.snd_una, c.snd_nxt, c.rcv_nxt = int(p.snd_una), int(p.snd_nxt), int(p.rcv_nxt)
         c.snd_wnd = p.snd_wnd
         c.ts_recent, c.ts_offset = p.ts_recent & 0xffffffff, p.ts_offset & 0xffffffff
@@ -669,7 +673,7 @@ class ConnectionManager:
         return EthernetFrame(dst_mac, src_mac, EtherType.IPV4, ip.emit()).emit()
 
     def _send_segment(self, src, dst, seg: TcpSegment, ecn) -> None:
-        hop = self.next_hop(IPv4Address(dst))
+        hop = self.next_hop(_ip(dst))
         if hop is None:
             return
         w = self.worker_for(dst, src, seg.dst_port, seg.src_port)
@@ -724,6 +728,11 @@ class ConnectionManager:
 
 
 _RST_ACK = TcpFlags.RST | TcpFlags.ACK
+
+
+def _ip(addr) -> IPv4Address:
+    """addr as an IPv4Address (IPv4Address(an IPv4Address) goes through a string)."""
+    return addr if type(addr) is IPv4Address else IPv4Address(addr)
 
 
 def _snapshot(ev) -> FlowSnapshot:

@@ -345,7 +345,7 @@ class Daemon:
                          retries2=c["tcp.retries2"], msl=c["tcp.msl"], fin_timeout=c["tcp.fin_timeout"],
                          keepalive_time=c["tcp.keepalive_time"], keepalive_intvl=c["tcp.keepalive_intvl"],
                          keepalive_probes=c["tcp.keepalive_probes"], ephemeral_ports=c["tcp.ephemeral_ports"],
-                         max_syn_backlog=c["tcp.max_syn_backlog"])
+                         max_syn_backlog=c["tcp.max_syn_backlog"], early_install=True)
 
     def _app_limits(self) -> AppLimits:
         c = self.cfg

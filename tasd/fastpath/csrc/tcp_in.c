@@ -147,7 +147,10 @@ int fp_tcp_flow_add(struct fp_worker *w, const struct tas_flow_params *p)
     pv->ecn_recover = f->snd_una;
     f->recover = f->rexmit_mark = f->rack_hi = f->snd_una; /* marks near snd_una: see process_ack() */
     fp_cc_newreno.init(f);
-    __atomic_store_n(&f->state, TAS_FLOW_ACTIVE, __ATOMIC_RELEASE);
+    /* SYN_RCVD: the SYN-ACK leaves the slowpath now; its round trip is timed
+     * from here (last_tx_ns) when the ACK comes */
+    __atomic_store_n(&f->state, (p->flags & TAS_FLOW_PARAM_SYN_RCVD) ? TAS_FLOW_SYN_RCVD : TAS_FLOW_ACTIVE,
+                     __ATOMIC_RELEASE);
     fp_flow_hash_insert(t, p->index);
     return 0;
 }
@@ -808,6 +811,35 @@ static void try_fin(struct fp_worker *w, uint32_t index)
     fp_tcp_event(w, index, TAS_FEV_FIN_RECEIVED);
 }
 
+/* A flow installed with its SYN-ACK (TAS_FLOW_SYN_RCVD): the segment that
+ * completes the handshake, ACK of our SYN and nothing else the slowpath
+ * must see (RFC 9293 3.10.7.4 in SYN-RECEIVED: acceptable, no RST or SYN,
+ * SEG.ACK = SND.NXT; PAWS), makes it ACTIVE here, and the caller goes on
+ * with the segment as with any other (data, FIN).  0: the slowpath's case. */
+static int handshake_done(struct fp_worker *w, uint32_t index, const struct seg *s, int in_window)
+{
+    struct tas_flow *f = &w->tcp->flows[index];
+    if ((s->flags & (TCP_ACK | TCP_SYN | TCP_RST)) != TCP_ACK || s->ack != f->snd_nxt ||
+        !(in_window || s->seq == f->rcv_nxt))
+        return 0;
+    if ((f->opts & TAS_OPT_TIMESTAMPS) && s->has_ts) {
+        if ((int32_t)(s->tsval - f->ts_recent) < 0)
+            return 0;
+        if (s->seq == f->rcv_nxt)
+            f->ts_recent = s->tsval;
+    }
+    f->snd_una = s->ack;
+    f->recover = f->rexmit_mark = f->rack_hi = f->snd_una;
+    w->tcp->priv[index].ecn_recover = f->snd_una;
+    f->snd_wnd = f->max_snd_wnd = s->wnd << f->snd_wscale;
+    f->snd_wl1 = s->seq;
+    f->snd_wl2 = s->ack;
+    fp_tcp_rtt_sample(w, f, w->now - f->last_tx_ns);
+    __atomic_store_n(&f->state, TAS_FLOW_ACTIVE, __ATOMIC_RELEASE);
+    fp_tcp_event(w, index, TAS_FEV_ESTABLISHED);
+    return 1;
+}
+
 int fp_tcp_rx(struct fp_worker *w, const uint8_t *ip, uint32_t ip_hlen, uint32_t ip_len)
 {
     struct fp_tcp *t = w->tcp;
@@ -819,7 +851,7 @@ int fp_tcp_rx(struct fp_worker *w, const uint8_t *ip, uint32_t ip_hlen, uint32_t
     if (f == NULL)
         return 0;
     w->st->tcp_rx_segs++;
-    if (f->state != TAS_FLOW_ACTIVE)
+    if (f->state != TAS_FLOW_ACTIVE && f->state != TAS_FLOW_SYN_RCVD)
         return 1; /* dead: waits for removal; the slowpath answers later segments */
     struct fp_flow_priv *p = &t->priv[index];
     uint32_t doff = (uint32_t)(th[12] >> 4) * 4;
@@ -839,6 +871,8 @@ int fp_tcp_rx(struct fp_worker *w, const uint8_t *ip, uint32_t ip_hlen, uint32_t
 
     uint32_t rcv_wnd = seq_gt(f->rcv_adv, f->rcv_nxt) ? f->rcv_adv - f->rcv_nxt : 0;
     int in_window = seq_ge(s.seq, f->rcv_nxt) && seq_lt(s.seq, f->rcv_nxt + (rcv_wnd ? rcv_wnd : 1));
+    if (f->state == TAS_FLOW_SYN_RCVD && !handshake_done(w, index, &s, in_window))
+        return 0; /* the slowpath runs the rest of the handshake */
 
     /* RST (RFC 5961 3): exact match only; in window gets a challenge ACK */
     if (s.flags & TCP_RST) {

@@ -31,7 +31,9 @@ class FlowParams:
     """Everything a worker needs to run an established connection.
 
     Sequence state is after the handshake (`snd_una == snd_nxt == iss + 1`,
-    `rcv_nxt == irs + 1`). Windows are in bytes. `mss` is the MSS to send with,
+    `rcv_nxt == irs + 1`), or with `syn_received` before its last ACK
+    (`snd_una == iss`, the SYN's window): the worker completes it. Windows are
+    in bytes. `mss` is the MSS to send with,
     options not deducted (the worker takes 12 bytes off when `timestamps`).
     Our TSval for time `now` (seconds, the clock shared with the slowpath) is
     `(int(now * 1000) + ts_offset) % 2**32`; `ts_recent` is the peer's last TSval
@@ -63,6 +65,7 @@ class FlowParams:
     srtt: float | None      # handshake RTT sample, if any (RTTVAR = srtt / 2)
     rttvar: float | None
     passive: bool
+    syn_received: bool = False
 
 
 @dataclass(frozen=True, slots=True)

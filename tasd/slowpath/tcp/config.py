@@ -35,6 +35,13 @@ class TcpConfig:
     invalid_ratelimit: float = 0.5     # net.ipv4.tcp_invalid_ratelimit (TIME_WAIT ACKs)
     max_syn_backlog: int = 4096        # net.ipv4.tcp_max_syn_backlog (per listener)
     somaxconn: int = 4096              # net.core.somaxconn: cap on listen backlogs
+    # Install a passive connection's flow with its SYN-ACK: the worker takes
+    # the ACK that completes the handshake (and the data behind it) without
+    # a round through the slowpath.  Only while the listener has fewer than
+    # early_install_max half-open connections: under a SYN flood the flows
+    # (and app buffers) wait for the ACK again.
+    early_install: bool = False
+    early_install_max: int = 256
 
     def __post_init__(self) -> None:
         if not MIN_USER_MSS <= self.mss <= 65535:

@@ -64,6 +64,7 @@ class Outcome(Enum):
     NONE = auto()           # nothing the stack needs to do
     ESTABLISHED = auto()    # handshake complete: install the flow
     RESET = auto()          # acceptable RST: the connection is dead
+    REPLAY = auto()         # completes the handshake of a flow installed early: its worker's
 
 
 class ConnHost(NamedTuple):
@@ -134,6 +135,7 @@ class Connection:
         self.srtt: float | None = None
         self.rttvar: float | None = None
         self.installed = False          # InstallFlow sent, flow_removed not yet seen
+        self.early = False              # installed with the SYN-ACK: the worker establishes it
         self.removing = False           # RemoveFlow sent
         self.done = False               # nothing left on the network
         self.rtx_backoff = RetransmitBackoff()
@@ -366,6 +368,10 @@ class Connection:
             self.host.send(self, TcpSegment(self.key.local_port, self.key.remote_port,
                                             seq=seg.ack, flags=TcpFlags.RST))
             return Outcome.NONE
+        if self.early:
+            # the flow waits in its worker, which takes this segment (it may
+            # have come before the worker had the flow)
+            return Outcome.REPLAY
         if not may_establish:
             # Linux with tcp_abort_on_overflow=0: ignore the ACK; our SYN-ACK
             # timer makes the peer send it again.
@@ -409,6 +415,8 @@ class Connection:
         return None
 
     def flow_params(self) -> FlowParams:
+        """For InstallFlow: once established, or in SYN_RECEIVED with its
+        SYN-ACK sent (early install: sequence state before the ACK)."""
         a = self.agreed
         return FlowParams(
             local_ip=self.key.local_ip, local_port=self.key.local_port,
@@ -419,4 +427,5 @@ class Connection:
             rcv_wscale=a.rcv_wscale, rcv_wnd=a.rcv_wnd, mss=a.mss,
             timestamps=a.timestamps, ts_recent=self.ts_recent if a.timestamps else 0,
             ts_offset=self.ts_offset, sack=a.sack, ecn=self.ecn, rto=self.rto,
-            srtt=self.srtt, rttvar=self.rttvar, passive=self.passive)
+            srtt=self.srtt, rttvar=self.rttvar, passive=self.passive,
+            syn_received=self.state is State.SYN_RECEIVED)

@@ -51,7 +51,7 @@ STAT_NAMES = (
     "timeouts", "timeout_aborts", "persist_timeouts", "keepalive_probes",
     "keepalive_aborts", "fin_wait_2_timeouts",
     "time_wait", "time_wait_acks", "time_wait_killed", "time_wait_reused",
-    "flows_lost", "stale_events", "unexpected_events",
+    "flows_lost", "stale_events", "unexpected_events", "early_installs", "established_in_worker",
 )
 
 # Timer kinds: the connection attribute holding each deadline.
@@ -152,8 +152,7 @@ class TcpStack:
         for conn_id in sorted(lst.syn_received):
             conn = self._conns[conn_id]
             self._conn_send(conn, conn.rst_segment())
-            conn.state = State.CLOSED
-            self._finish(conn)
+            self._end_handshake(conn)
         for conn in list(lst.accept_queue):
             conn.state = State.CLOSED
             self._remove_flow(conn, rst=True)
@@ -326,24 +325,28 @@ class TcpStack:
 
     def _conn_segment(self, conn: Connection, src, dst, seg: TcpSegment, ecn: Ecn,
                       now: float) -> None:
-        if conn.installed:
+        if conn.installed and conn.state is not State.SYN_RECEIVED:
             if conn.removing:
                 self._count("segments_dropped")
             else:
                 self._replay(conn, src, dst, seg, ecn)
+            return
+        if conn.removing:  # installed early, ended before its ACK
+            self._count("segments_dropped")
             return
         lst = self._listeners.get(conn.listener_id) if conn.passive else None
         may_establish = lst is None or not lst.accept_queue_full()
         outcome = conn.on_segment(seg, now, may_establish)
         if outcome is Outcome.ESTABLISHED:
             self._established(conn, src, dst, seg, ecn, now)
+        elif outcome is Outcome.REPLAY:
+            self._replay(conn, src, dst, seg, ecn)
         elif outcome is Outcome.RESET:
             self._count("resets_received")
-            conn.state = State.CLOSED
             if not conn.passive:
                 self._count("connects_refused")
                 self._notify_connect_failed(conn, "ECONNREFUSED")
-            self._finish(conn)
+            self._end_handshake(conn)
         self._arm(conn)
 
     def _established(self, conn: Connection, src, dst, seg: TcpSegment, ecn: Ecn,
@@ -354,6 +357,26 @@ class TcpStack:
         # it from here. (A SYN-ACK's data was refused: see Connection.)
         if TcpFlags.SYN not in seg.flags and seg.seq_len > 0:
             self._replay(conn, src, dst, seg, ecn)
+        self._opened(conn, now)
+
+    def flow_established(self, conn_id: int, snap: FlowSnapshot, now: float) -> None:
+        """The worker of a flow installed with its SYN-ACK took the ACK that
+        completes the handshake (and went on with what came with it)."""
+        self._tick(now)
+        conn = self._conns.get(conn_id)
+        if conn is None or not conn.early or conn.state is not State.SYN_RECEIVED or conn.removing:
+            self._count("stale_events")
+            return
+        self._count("established_in_worker")
+        conn.snd_una = snap.snd_una
+        conn.srtt, conn.rttvar = snap.srtt or None, snap.rttvar or None
+        conn.state = State.ESTABLISHED
+        conn.rtx_at = None
+        self._opened(conn, now)
+        self._arm(conn)
+
+    def _opened(self, conn: Connection, now: float) -> None:
+        """Established, with its flow: to the accept queue, or Connected."""
         if conn.passive:
             self._count("passive_opens")
             lst = self._listeners[conn.listener_id]
@@ -399,6 +422,10 @@ class TcpStack:
         lst.syn_received.add(conn.id)
         self._count("syn_rcvd")
         conn.open_passive(seg, now)
+        if self.config.early_install and len(lst.syn_received) <= self.config.early_install_max:
+            self._count("early_installs")
+            conn.installed = conn.early = True
+            self._emit(InstallFlow(conn.id, conn.flow_params()))
         self._arm(conn)
 
     def _listener_for(self, key: FourTuple) -> Listener | None:
@@ -624,13 +651,12 @@ class TcpStack:
             return
         if conn.on_rtx_timer(now):
             return
-        conn.state = State.CLOSED
         if conn.passive:
             self._count("synack_timeouts")     # dropped silently, as Linux
         else:
             self._count("connect_timeouts")
             self._notify_connect_failed(conn, "ETIMEDOUT")
-        self._finish(conn)
+        self._end_handshake(conn)
 
     def _fin_wait_2_due(self, conn: Connection) -> None:
         """Linux: an orphaned FIN_WAIT_2 lives fin_timeout, then goes silently."""
@@ -666,6 +692,15 @@ class TcpStack:
         conn.fw2_at = conn.ka_at = None
         self._arm(conn)
         self._emit(RemoveFlow(conn.id, rst))
+
+    def _end_handshake(self, conn: Connection) -> None:
+        """A connection that ends before it is established: gone now, or, if
+        its flow was installed with the SYN-ACK, once the worker let it go."""
+        conn.state = State.CLOSED
+        if not conn.installed:
+            self._finish(conn)
+        elif not conn.removing:
+            self._remove_flow(conn, rst=False)
 
     def _give_up(self, conn: Connection, stat: str) -> None:
         """Timeouts: RST (the worker sends it), CLOSED, ETIMEDOUT. Linux sends no
