@@ -176,7 +176,7 @@ class Bench:
                     before = self.tasd_memory() if stack == "tasd" else 0
                     client = self.tb.popen(self.tb.ns_peer, "taskset", "-c", CLIENT_CORE, RPCBENCH, "client",
                                            self.target(stack), port, "--conns", n, "--active", min(n, 256),
-                                           "--procs", procs,
+                                           "--procs", procs, "--ports-from", 1024,
                                            "--time", self.t + 1, "--warmup", self.warmup,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     numbers = {}  # memory while all are open (the client opens them all before it starts)

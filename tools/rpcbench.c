@@ -7,11 +7,15 @@
  *       echo every byte back, on every connection (epoll; P processes
  *       sharing the listener, for more connections than one may have fds)
  *   rpcbench client IP PORT [--conns N] [--active A] [--inflight K] [--size S]
- *                   [--time T] [--warmup W] [--rate R] [--busy]
+ *                   [--time T] [--warmup W] [--rate R] [--busy] [--ports-from P]
  *       N connections, A of them (default all) carrying closed-loop RPCs of S
  *       bytes (echoed), K in flight on each; with --rate, at most R RPCs per
  *       second in all (a fixed offered load).  Prints one JSON line: RPCs per
  *       second and round-trip latency percentiles from a 1 us histogram.
+ *       --ports-from P binds connection i to local port P + i: Linux's
+ *       connect() searches for a free port, which slows to a few hundred
+ *       connections a second once half the range is taken (tens of
+ *       thousands open).
  *   rpcbench connrate IP PORT [--parallel P] [--time T] [--warmup W]
  *       P connections at a time, each: connect, 64 B request, 64 B reply,
  *       close.  Prints connections per second.
@@ -83,7 +87,7 @@ static void nodelay(int fd)
 /* ---- options ---------------------------------------------------------------------- */
 
 struct opts {
-    long conns, active, inflight, size, parallel, procs;
+    long conns, active, inflight, size, parallel, procs, ports_from;
     double time, warmup, rate;
     int busy;
 };
@@ -119,13 +123,16 @@ static void parse(int argc, char **argv, int first, struct opts *o)
             o->warmup = atof(v);
         else if (strcmp(a, "--rate") == 0)
             o->rate = atof(v);
+        else if (strcmp(a, "--ports-from") == 0)
+            o->ports_from = atol(v);
         else
             goto bad;
     }
     if (o->active < 0 || o->active > o->conns)
         o->active = o->conns;
     if (o->conns < 1 || o->inflight < 1 || o->inflight > MAX_INFLIGHT || o->size < 1 || o->size > MAX_SIZE ||
-        o->parallel < 1 || o->procs < 1 || o->procs > 64 || o->time <= 0 || o->warmup < 0 || o->rate < 0)
+        o->parallel < 1 || o->procs < 1 || o->procs > 64 || o->time <= 0 || o->warmup < 0 || o->rate < 0 ||
+        o->ports_from < 0 || (o->ports_from && o->ports_from + o->conns > 65536))
         goto bad;
     return;
 bad:
@@ -286,14 +293,19 @@ static int flush_tx(struct conn *c)
     return 0;
 }
 
-static int connect_all(struct conn *cs, long n, const struct sockaddr_in *a, int ep)
+static int connect_all(struct conn *cs, long n, const struct sockaddr_in *a, int ep, long ports_from)
 {
     long pending = 0;
     for (long i = 0; i < n; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
         if (fd < 0)
             die("socket");
         nodelay(fd);
+        if (ports_from) { /* that port, or (taken) whatever the kernel finds */
+            struct sockaddr_in l = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(ports_from + i))};
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            (void)bind(fd, (struct sockaddr *)&l, sizeof l);
+        }
         if (connect(fd, (const struct sockaddr *)a, sizeof *a) != 0 && errno != EINPROGRESS)
             die("connect");
         cs[i] = (struct conn){.fd = fd};
@@ -339,7 +351,7 @@ static int client(const char *ip, const char *port, const struct opts *o)
     int ep = epoll_create1(0);
     if (cs == NULL || ep < 0)
         die("setup");
-    if (connect_all(cs, o->conns, &a, ep) != 0)
+    if (connect_all(cs, o->conns, &a, ep, o->ports_from) != 0)
         return 1;
     uint64_t start = now_ns(), measure_at = start + (uint64_t)(o->warmup * 1e9),
              end = measure_at + (uint64_t)(o->time * 1e9);
@@ -520,9 +532,13 @@ static int run_procs(int (*fn)(const char *, const char *, const struct opts *),
     struct result *rs = mmap(NULL, sizeof *rs * (size_t)np, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (rs == MAP_FAILED)
         die("mmap");
-    for (int i = 0; i < np; i++) {
+    for (int i = 0, first = 0; i < np; i++) {
         struct opts mine = *o;
         mine.conns = o->conns / np + (i < o->conns % np);
+        if (o->ports_from) { /* each process its own run of ports */
+            mine.ports_from = o->ports_from + first;
+            first += (int)mine.conns;
+        }
         mine.active = o->active / np + (i < o->active % np);
         mine.parallel = o->parallel / np + (i < o->parallel % np);
         mine.rate = o->rate / np;

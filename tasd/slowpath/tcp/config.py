@@ -41,7 +41,7 @@ class TcpConfig:
     # early_install_max half-open connections: under a SYN flood the flows
     # (and app buffers) wait for the ACK again.
     early_install: bool = False
-    early_install_max: int = 256
+    early_install_max: int = 1024
 
     def __post_init__(self) -> None:
         if not MIN_USER_MSS <= self.mss <= 65535:
