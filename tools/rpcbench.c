@@ -306,7 +306,15 @@ static int connect_all(struct conn *cs, long n, const struct sockaddr_in *a, int
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
             (void)bind(fd, (struct sockaddr *)&l, sizeof l);
         }
-        if (connect(fd, (const struct sockaddr *)a, sizeof *a) != 0 && errno != EINPROGRESS)
+        int rc = connect(fd, (const struct sockaddr *)a, sizeof *a);
+        if (rc != 0 && errno == EADDRNOTAVAIL && ports_from) {
+            close(fd); /* that pair is still in TIME_WAIT: let the kernel pick */
+            if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)) < 0)
+                die("socket");
+            nodelay(fd);
+            rc = connect(fd, (const struct sockaddr *)a, sizeof *a);
+        }
+        if (rc != 0 && errno != EINPROGRESS)
             die("connect");
         cs[i] = (struct conn){.fd = fd};
         struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &cs[i]};

@@ -90,6 +90,7 @@ class ConnectionManager:
         self.slots = [FlowSlots(w.region.shm.max_flows) for w in workers]
         self.flows: dict[int, Flow] = {}       # conn id -> Flow
         self.by_index: dict[tuple[int, int], Flow] = {}  # (worker, index) -> Flow
+        self.by_app_flow: dict[tuple[int, int, int], int] = {}  # (app id, flow id, gen) -> conn id
         self.conn_owner: dict[int, tuple] = {}  # conn id -> (app id, ctx)
         self.listener_owner: dict[int, tuple] = {}
         self.pending: dict[IPv4Address, list] = {}  # neighbour -> frames waiting for its MAC
@@ -245,11 +246,10 @@ class ConnectionManager:
         self.run()
 
     def _conn_of_app(self, app: App, flow_id: int, gen: int) -> int | None:
-        for cid in app.conns:
-            f = self.flows.get(cid)
-            if f is not None and f.flow_id == flow_id and f.gen == gen:
-                return cid
-        return None
+        """The connection an app names by flow id and generation, if it is one of its own."""
+        cid = self.by_app_flow.get((app.id, flow_id, gen))
+        f = self.flows.get(cid) if cid in app.conns else None
+        return cid if f is not None and f.flow_id == flow_id and f.gen == gen else None
 
     # ---- connections shared across fork ----------------------------------------------
     def _proc_of(self, owner) -> object:
@@ -610,6 +610,7 @@ class ConnectionManager:
         f = Flow(conn_id, w, index, gen, app, owner[1], slot, p, remote_mac=str(mac))
         self.flows[conn_id] = f
         self.by_index[(w, index)] = f
+        self.by_app_flow[(app.id, f.flow_id, gen)] = conn_id
         c = ffi.new("struct tas_flow_params *")
         c.index, c.gen, c.app_id, c.ctx = index, gen, app.id, owner[1]
         c.local_ip, c.remote_ip = ipv4_be(p.local_ip), ipv4_be(p.remote_ip)
@@ -655,6 +656,7 @@ class ConnectionManager:
         f = self.flows.get(conn_id)
         if f is not None and f.index < 0:
             self.flows.pop(conn_id, None)
+            self.by_app_flow.pop((f.app.id, f.flow_id, f.gen), None)
             if f.slot >= 0 and self.apps.apps.get(f.app.id) is f.app:  # not if the app is gone
                 f.app.buffers.free(f.slot)
                 f.slot = -1

@@ -743,7 +743,7 @@ class TcpStack:
 
     def _leave_accept_queue(self, conn: Connection) -> None:
         lst = self._listeners.get(conn.listener_id) if conn.passive else None
-        if lst is not None and conn in lst.accept_queue:
+        if lst is not None and not conn.app_handle and conn in lst.accept_queue:  # (delivered: not in it)
             lst.accept_queue.remove(conn)
 
     def _notify_connect_failed(self, conn: Connection, errno: str) -> None:
