@@ -147,6 +147,12 @@ def test_reload_changes_log_level_and_keeps_connections(testbed, fake_systemd):
     (Path(t.config_path)).write_text(Path(t.config_path).read_text() + "\nbogus_key = 1\n")
     r = subprocess.run([PY, "-m", "tasd.tasctl", "-c", str(t.config_path), "reload"], capture_output=True, text=True)
     assert r.returncode == 1 and "bogus_key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # each value right, together wrong (rto_min above rto_initial): nothing changes
+    write_toml(t.config_path, dict(cfg, log_level="error", **{"tcp.rto_min": 2.0}))
+    r = subprocess.run([PY, "-m", "tasd.tasctl", "-s", t.socket, "reload"], capture_output=True, text=True)
+    assert r.returncode == 1 and "rto" in r.stderr, r.stdout + r.stderr
+    st = request(t.socket, "status")
+    assert st["log_level"] == "debug" and st["reloads"] == {"ok": 1, "failed": 2}
     cfg["log_level"] = "warning"
     write_toml(t.config_path, cfg)
     r = subprocess.run([PY, "-m", "tasd.tasctl", "-s", t.socket, "reload"], capture_output=True, text=True)

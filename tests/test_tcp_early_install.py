@@ -123,9 +123,62 @@ def test_beyond_early_install_max_installs_at_the_ack():
     assert not actions[0].params.syn_received
 
 
+def test_declined_early_install_installs_at_the_ack():
+    """The driver had no MAC (the SYN-ACK waits for ARP) or no slot yet."""
+    net = Net(EARLY)
+    c = early(net)
+    c.stack.decline_early(c.id)
+    actions = c.recv(A)
+    assert kinds(actions) == ["InstallFlow", "Accepted"]
+    assert not actions[0].params.syn_received and actions[0].params.snd_una == c.iss + 1
+    assert net.stack.stats["early_declined"] == 1
+
+
 def test_replayed_established_segments_after_the_event():
     net = Net(EARLY)
     c = early(net)
     c.stack.flow_established(c.id, c.snapshot(), net.now)
     net.take()
     assert kinds(c.recv(A, payload=b"x")) == ["ReplaySegment"]
+
+
+# --- on the testbed: SYNs whose SYN-ACK the peer answers with a RST (a port scan)
+
+def test_scan_leaves_nothing_behind(tasd):
+    """Raw SYNs from the peer (no socket behind them: its kernel answers each
+    SYN-ACK with a RST): every half-open connection and its early-installed
+    flow go away; nothing is left in the flow table, the app's slots or
+    tasctl flows; a real connection works after."""
+    import os
+    import subprocess
+    import time
+    from ipaddress import IPv4Address
+
+    from e2e import PY
+    from tasd.wire import SeqNum, TcpFlags, TcpSegment
+
+    t, tb = tasd, tasd.tb
+    srv = t.app(os.path.join(os.path.dirname(__import__("tasd").__file__), "lib", "tas-echo"), "7300",
+                stdout=subprocess.PIPE, text=True)
+    assert "listening" in srv.stdout.readline()
+    segs = [TcpSegment(40000 + i, 7300, SeqNum(1000 * i), flags=TcpFlags.SYN, window=65535).emit(
+        IPv4Address(tb.peer_ip), IPv4Address(t.ip)) for i in range(50)]
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)\n"
+            "for h in sys.argv[2:]: s.sendto(bytes.fromhex(h), (sys.argv[1], 0))\n")
+    tb.run(tb.ns_peer, PY, "-c", code, t.ip, *[s.hex() for s in segs])
+    deadline = time.monotonic() + 10
+    while True:
+        st = t.ctl("stats")["slowpath"]["tcp"]
+        if st["tcp_resets_received"] >= 50 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert st["tcp_early_installs"] == 50 and st["tcp_resets_received"] == 50, st
+    deadline = time.monotonic() + 5
+    while t.ctl("flows")["flows"] or t.ctl("stats")["slowpath"]["tcp"]["flows_installed"]:
+        assert time.monotonic() < deadline, t.ctl("flows")
+        time.sleep(0.1)
+    assert t.ctl("status")["connections"] == 0
+    assert t.ctl("apps")["apps"][0]["connections"] == 0
+    r = tb.run(tb.ns_peer, "sh", "-c", f"echo hello | socat -t 2 - TCP:{t.ip}:7300", timeout=20)
+    assert r.stdout.strip() == "hello"

@@ -428,7 +428,7 @@ struct tas_flow_params {
     uint32_t ts_offset;
     uint32_t rto_us;
     uint32_t srtt_us;        /* 0: none yet */
-    uint32_t _pad1;
+    uint32_t synack_us;      /* with SYN_RCVD: when the SYN-ACK left, CLOCK_MONOTONIC us (wrapping) */
     uint64_t rx_off;
     uint64_t tx_off;
     uint32_t rx_size;

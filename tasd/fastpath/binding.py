@@ -5,12 +5,13 @@ Sizes, layouts, enums and constants come from the C headers through cffi.
 """
 from __future__ import annotations
 
-import ipaddress
 import mmap
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasd.wire import as_ipv4
 
 from ._fastpath import ffi, lib
 
@@ -50,9 +51,7 @@ def _call(fn, *args):
 def ipv4_be(addr) -> int:
     """An IPv4 address as the C side's "network byte order" uint32_t: the
     integer whose in-memory bytes are the address's four octets."""
-    if type(addr) is not ipaddress.IPv4Address:  # (constructing one from one goes through a string)
-        addr = ipaddress.IPv4Address(addr)
-    return int.from_bytes(addr.packed, sys.byteorder)
+    return int.from_bytes(as_ipv4(addr).packed, sys.byteorder)
 
 
 def now_ns() -> int:

@@ -22,7 +22,7 @@ import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from tasd.wire import ArpOp, ArpPacket, MacAddr
+from tasd.wire import ArpOp, ArpPacket, MacAddr, as_ipv4
 
 
 class NeighState(enum.Enum):
@@ -99,8 +99,7 @@ class ArpTable:
     def lookup(self, ip: IPv4Address, now: float) -> MacAddr | None:
         """The MAC for on-link `ip`, or None while it is being resolved (a
         Resolved or Unreachable action follows)."""
-        if type(ip) is not IPv4Address:  # (making one of one goes through a string)
-            ip = IPv4Address(ip)
+        ip = as_ipv4(ip)
         e = self.entries.get(ip)
         if e is None:
             if not self._make_room():

@@ -65,6 +65,11 @@ class Captures:
         self._waiting[(msg_type, capture_id, worker)] = fut
         return fut
 
+    def _unexpect(self, msg_type: int, capture_id: int) -> None:
+        """Answers no longer waited for (they came, or the wait timed out)."""
+        for w in self.workers:
+            self._waiting.pop((msg_type, capture_id, w.index), None)
+
     def answer(self, worker: int, msg_type: int, capture_id: int, data: bytes) -> None:
         """A TAS_MSG_CAPTURE_STARTED or _STOPPED from a worker."""
         fut = self._waiting.pop((msg_type, capture_id, worker), None)
@@ -93,9 +98,9 @@ class Captures:
             raise CommandError("file: an absolute path is needed")
         if not isinstance(expr, str):
             raise CommandError("filter: a string is needed")
-        if not isinstance(snaplen, int) or not 1 <= snaplen <= SNAPLEN_MAX:
+        if isinstance(snaplen, bool) or not isinstance(snaplen, int) or not 1 <= snaplen <= SNAPLEN_MAX:
             raise CommandError(f"snaplen: from 1 to {SNAPLEN_MAX}")
-        if not isinstance(count, int) or not 0 <= count < 2 ** 32:
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2 ** 32:
             raise CommandError("count: a number of frames, 0 for no limit")
         capture_id = next(self._ids)
         try:
@@ -110,14 +115,21 @@ class Captures:
                 raise CommandError(f"{path}: {e}") from None
             cap = self.active = Capture(capture_id, path, expr, snaplen, count, client, self._counters())
             answers = [self._expect(lib.TAS_MSG_CAPTURE_STARTED, capture_id, w.index) for w in self.workers]
-            for w in self.workers:
-                w.send_fd(lib.TAS_MSG_CAPTURE_START, fd, cmd, capture_id)
+            try:
+                for w in self.workers:
+                    w.send_fd(lib.TAS_MSG_CAPTURE_START, fd, cmd, capture_id)
+            except OSError as e:  # (the workers that got it stop it again)
+                self.stop(cap)
+                raise CommandError(f"the capture did not start: {e.strerror or e}") from None
         finally:
             os.close(fd)  # the workers have their own, in flight on their sockets
         self._flush()
         if client is not None:
             client.on_close(lambda: self.stop(cap))
-        done, _ = await asyncio.wait(answers, timeout=ANSWER_TIMEOUT_S)
+        try:
+            done, _ = await asyncio.wait(answers, timeout=ANSWER_TIMEOUT_S)
+        finally:
+            self._unexpect(lib.TAS_MSG_CAPTURE_STARTED, capture_id)
         failed = [f"worker {w.index}: " + (os.strerror(f.result()["status"]) if f in done else "no answer")
                   for w, f in zip(self.workers, answers) if f not in done or f.result()["status"]]
         if failed:
@@ -144,8 +156,7 @@ class Captures:
         try:
             done, _ = await asyncio.wait(answers, timeout=ANSWER_TIMEOUT_S)
         finally:
-            for w in self.workers:
-                self._waiting.pop((lib.TAS_MSG_CAPTURE_STOPPED, cap.id, w.index), None)
+            self._unexpect(lib.TAS_MSG_CAPTURE_STOPPED, cap.id)
             if self.active is cap:
                 self.active = None
         reports = [f.result() if f in done else None for f in answers]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from tasd.fastpath.binding import ffi, ipv4_be, lib
-from tasd.wire import EthernetFrame, EtherType, IpProtocol, Ipv4Packet, MacAddr, SeqNum, TcpFlags, TcpSegment
+from tasd.wire import EthernetFrame, EtherType, IpProtocol, Ipv4Packet, MacAddr, SeqNum, TcpFlags, TcpSegment, as_ipv4
 
 from .apps import App, AppContext, AppRegistry
 from .arp import ArpTable
@@ -106,7 +106,7 @@ class ConnectionManager:
 
     # ---- helpers ----------------------------------------------------------------
     def worker_for(self, remote_ip, local_ip, remote_port: int, local_port: int) -> int:
-        return lib.tas_flow_worker(int(_ip(remote_ip)), int(_ip(local_ip)), remote_port,
+        return lib.tas_flow_worker(int(as_ipv4(remote_ip)), int(as_ipv4(local_ip)), remote_port,
                                    local_port, len(self.workers))
 
     def next_hop(self, dst: IPv4Address) -> IPv4Address | None:
@@ -170,6 +170,8 @@ class ConnectionManager:
                                  flags=lib.TAS_QF_STALE)
             self.stack.flow_removed(cid, _snapshot(ev), ev.ts_recent if flow.params.timestamps else None, now)
         self.run()
+        if kind == "removed":
+            self._forget_unheld(cid)
 
     # ---- inputs: apps ---------------------------------------------------------------
     def app_request(self, ctx: AppContext, e, now: float) -> None:
@@ -592,6 +594,14 @@ class ConnectionManager:
         w = self.worker_for(p.remote_ip, p.local_ip, p.remote_port, p.local_port)
         slot = app.buffers.alloc() if app is not None else None
         index = self.slots[w].alloc() if slot is not None and mac is not None else None
+        if index is None and p.syn_received:
+            # Installing with the SYN-ACK is an optimisation: without a MAC
+            # yet (the SYN-ACK waits for ARP) or a slot, the flow is installed
+            # at the ACK, as for any other connection.
+            if slot is not None:
+                app.buffers.free(slot)
+            self.stack.decline_early(conn_id)
+            return
         if index is None:
             # Cannot run it (the app is gone or at its limit, no flow slot, no
             # MAC): reset the peer with the handshake's numbers and end it.
@@ -605,6 +615,7 @@ class ConnectionManager:
             self.stack.abort(conn_id, now)
             self.stack.flow_removed(conn_id, FlowSnapshot(p.snd_una, p.snd_nxt, p.rcv_nxt, None, None, now),
                                     None, now)
+            self._forget_unheld(conn_id)
             return
         index, gen = index
         f = Flow(conn_id, w, index, gen, app, owner[1], slot, p, remote_mac=str(mac))
@@ -621,6 +632,8 @@ class ConnectionManager:
                   (lib.TAS_OPT_ECN if p.ecn else 0) | (lib.TAS_OPT_WSCALE if p.snd_wscale or p.rcv_wscale else 0))
         c.snd_wscale, c.rcv_wscale = p.snd_wscale, p.rcv_wscale
         c.flags = lib.TAS_FLOW_PARAM_SYN_RCVD if p.syn_received else 0
+        if p.syn_received:  # (its SYN-ACK left just now: the worker times the handshake from here)
+            c.synack_us = (lib.fp_now_ns() // 1000) & 0xffffffff
         c.snd_una, c.snd_nxt, c.rcv_nxt = int(p.snd_una), int(p.snd_nxt), int(p.rcv_nxt)
         c.snd_wnd = p.snd_wnd
         c.ts_recent, c.ts_offset = p.ts_recent & 0xffffffff, p.ts_offset & 0xffffffff
@@ -651,13 +664,21 @@ class ConnectionManager:
             self.slots[f.worker].free(f.index)
             f.index = -1
 
+    def _forget_unheld(self, conn_id: int) -> None:
+        """A connection the stack dropped without a Closed (never delivered
+        to the app: reset or timed out in the handshake or the accept queue):
+        its flow record and buffers go too."""
+        if conn_id in self.flows and self.stack.connection(conn_id) is None:
+            self._forget(conn_id)
+
     def _forget(self, conn_id: int) -> None:
         """The app is done with the connection and the worker with its flow."""
         f = self.flows.get(conn_id)
         if f is not None and f.index < 0:
             self.flows.pop(conn_id, None)
-            self.by_app_flow.pop((f.app.id, f.flow_id, f.gen), None)
-            if f.slot >= 0 and self.apps.apps.get(f.app.id) is f.app:  # not if the app is gone
+            if f.app is not None:
+                self.by_app_flow.pop((f.app.id, f.flow_id, f.gen), None)
+            if f.slot >= 0 and f.app is not None and self.apps.apps.get(f.app.id) is f.app:  # not if gone
                 f.app.buffers.free(f.slot)
                 f.slot = -1
         self.holders.pop(conn_id, None)
@@ -675,7 +696,7 @@ class ConnectionManager:
         return EthernetFrame(dst_mac, src_mac, EtherType.IPV4, ip.emit()).emit()
 
     def _send_segment(self, src, dst, seg: TcpSegment, ecn) -> None:
-        hop = self.next_hop(_ip(dst))
+        hop = self.next_hop(as_ipv4(dst))
         if hop is None:
             return
         w = self.worker_for(dst, src, seg.dst_port, seg.src_port)
@@ -730,11 +751,6 @@ class ConnectionManager:
 
 
 _RST_ACK = TcpFlags.RST | TcpFlags.ACK
-
-
-def _ip(addr) -> IPv4Address:
-    """addr as an IPv4Address (IPv4Address(an IPv4Address) goes through a string)."""
-    return addr if type(addr) is IPv4Address else IPv4Address(addr)
 
 
 def _snapshot(ev) -> FlowSnapshot:

@@ -52,8 +52,10 @@ STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
 
 # What a reload (SIGHUP, systemctl reload) changes in the running daemon; the
 # other options are fixed at start and a reload only says that they need a
-# restart.  TCP settings apply to connections made after the reload, app
-# limits to apps that register after it (those counted at once excepted).
+# restart.  poll_us, tcp.rto_min, tcp.rto_max and tcp.delayed_ack apply to
+# every flow at once (the workers read them as they run); the other TCP
+# settings to connections made after the reload; app limits to apps that
+# register after it (max_apps at once).
 LIVE_KEYS = {"log_level", "poll_us", "tcp.mss", "tcp.window_scale", "tcp.timestamps", "tcp.sack", "tcp.ecn",
              "tcp.syn_retries", "tcp.synack_retries", "tcp.rto_initial", "tcp.rto_min", "tcp.rto_max",
              "tcp.retries2", "tcp.delayed_ack", "tcp.msl", "tcp.fin_timeout", "tcp.keepalive_time",
@@ -287,8 +289,7 @@ class Daemon:
         n = self.notifier
         if not n.enabled:
             return
-        now = lib.fp_now_ns()
-        if n.watchdog_s and all(now - w.region.shm.heartbeat_ns < HUNG_AFTER_S * 1e9 for w in self.workers):
+        if n.watchdog_s and all(w.heartbeat_age() < HUNG_AFTER_S for w in self.workers):
             n.notify(watchdog=1)
         if loop.time() >= self._status_at:
             n.notify(status=self._status_line())
@@ -303,17 +304,18 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = config.load(self.config_path, self.overrides)
-        except config.ConfigError as e:
+            changed = [k for k, v in new.values.items() if v != self.cfg.values.get(k)]
+            applied = [k for k in changed if k in LIVE_KEYS]
+            fixed = [k for k in changed if k not in LIVE_KEYS]
+            merged = config.Config({**self.cfg.values, **{k: new.values[k] for k in applied}}, self.cfg.source)
+            tcp, limits = self._tcp_config(merged), self._app_limits(merged)  # what does not fit together fails here
+        except (config.ConfigError, ValueError) as e:
             self.reloads["failed"] += 1
             log.error("reload failed, configuration unchanged: %s", e)
             self.notifier.ready(f"reload failed: {e}")
             return {"applied": [], "restart_needed": [], "error": str(e)}
-        changed = [k for k, v in new.values.items() if v != self.cfg.values.get(k)]
-        applied = [k for k in changed if k in LIVE_KEYS]
-        fixed = [k for k in changed if k not in LIVE_KEYS]
-        for k in applied:
-            self.cfg.values[k] = new.values[k]
-        self._apply_live()
+        self.cfg.values.update(merged.values)  # in place: others hold this Config
+        self._apply_live(tcp, limits)
         self.reloads["ok"] += 1
         log.info("configuration reloaded from %s: %s%s", self.config_path or "the command line",
                  f"changed {', '.join(applied)}" if applied else "nothing changed",
@@ -321,13 +323,13 @@ class Daemon:
         self.notifier.ready(self._status_line())
         return {"applied": applied, "restart_needed": fixed}
 
-    def _apply_live(self) -> None:
+    def _apply_live(self, tcp: TcpConfig, limits: AppLimits) -> None:
         c = self.cfg
         log.setLevel(c["log_level"].upper())
         for w in self.workers:
             w.tune(c)
-        self.stack.reconfigure(self._tcp_config())
-        self.apps.limits = self._app_limits()
+        self.stack.reconfigure(tcp)
+        self.apps.limits = limits
         self.arp.timeout, self.arp.retries = c["arp.timeout"], c["arp.retries"]
         self.arp.retry_interval, self.arp.failed_hold = c["arp.retry_interval"], c["arp.failed_hold"]
 
@@ -335,8 +337,8 @@ class Daemon:
         return self.reload()
 
     # ---- TCP and applications ----------------------------------------------------
-    def _tcp_config(self) -> TcpConfig:
-        c = self.cfg
+    def _tcp_config(self, c: config.Config | None = None) -> TcpConfig:
+        c = c or self.cfg
         return TcpConfig(mss=min(c["tcp.mss"], self.mtu - 40), rcv_wscale=c["tcp.window_scale"],
                          rcv_buf=c["app.rx_buffer"], window_scaling=c["tcp.window_scale"] > 0,
                          timestamps=c["tcp.timestamps"], sack=c["tcp.sack"], ecn=c["tcp.ecn"],
@@ -347,8 +349,8 @@ class Daemon:
                          keepalive_probes=c["tcp.keepalive_probes"], ephemeral_ports=c["tcp.ephemeral_ports"],
                          max_syn_backlog=c["tcp.max_syn_backlog"], early_install=True)
 
-    def _app_limits(self) -> AppLimits:
-        c = self.cfg
+    def _app_limits(self, c: config.Config | None = None) -> AppLimits:
+        c = c or self.cfg
         return AppLimits(max_conns=c["app.max_connections"], rx_buffer=c["app.rx_buffer"],
                          tx_buffer=c["app.tx_buffer"], contexts=c["app.contexts"],
                          ring_entries=c["app.ring_entries"], max_apps=c["app.max_apps"])
@@ -432,9 +434,8 @@ class Daemon:
 
     def _watch_workers(self) -> None:
         """A worker whose loop stopped turning is as good as dead."""
-        now = lib.fp_now_ns()
         for w in self.workers:
-            age = (now - w.region.shm.heartbeat_ns) / 1e9
+            age = w.heartbeat_age()
             if age > HUNG_AFTER_S:
                 log.error("fastpath worker %d (CPU %d) is hung: no heartbeat for %.1f s; stopping",
                           w.index, w.core, age)

@@ -77,8 +77,12 @@ class WorkerProc:
         shm = self.region.shm
         return {"worker": self.index, "core": self.core, "pid": self.proc.pid if self.proc else None,
                 "state": STATE_NAMES.get(shm.state, str(shm.state)),
-                "heartbeat_age_s": round(max(0, lib.fp_now_ns() - shm.heartbeat_ns) / 1e9, 3)
-                if shm.heartbeat_ns else None, "cpu_s": self.cpu_seconds()}
+                "heartbeat_age_s": round(self.heartbeat_age(), 3) if shm.heartbeat_ns else None,
+                "cpu_s": self.cpu_seconds()}
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the worker's loop last said it turns."""
+        return max(0, lib.fp_now_ns() - self.region.shm.heartbeat_ns) / 1e9
 
     def cpu_seconds(self) -> float | None:
         """CPU time the worker process used (user + system), seconds."""

@@ -13,7 +13,7 @@ from .checksum import inet_checksum, ones_sum, pseudo_header_sum
 from .errors import BadChecksum, Malformed, Truncated, WireError
 from .ethernet import EthernetFrame, EtherType, MacAddr
 from .icmp import IcmpEcho, IcmpMessage, IcmpType, echo_reply_for, parse_icmp
-from .ipv4 import Ecn, IpProtocol, Ipv4Packet
+from .ipv4 import Ecn, IpProtocol, Ipv4Packet, as_ipv4
 from .seq import SeqNum
 from .tcp import (Mss, OptionKind, Sack, SackPermitted, TcpFlags, TcpOption, TcpSegment,
                   Timestamps, UnknownOption, WindowScale)
@@ -24,7 +24,7 @@ __all__ = [
     "SeqNum",
     "MacAddr", "EtherType", "EthernetFrame",
     "ArpOp", "ArpPacket",
-    "IpProtocol", "Ecn", "Ipv4Packet",
+    "IpProtocol", "Ecn", "Ipv4Packet", "as_ipv4",
     "IcmpType", "IcmpEcho", "IcmpMessage", "parse_icmp", "echo_reply_for",
     "TcpFlags", "OptionKind", "TcpOption", "Mss", "WindowScale", "SackPermitted", "Sack",
     "Timestamps", "UnknownOption", "TcpSegment",

@@ -116,3 +116,9 @@ class Ipv4Packet:
         header += self.options
         struct.pack_into("!H", header, 10, inet_checksum(header))
         return bytes(header) + self.payload
+
+
+def as_ipv4(addr) -> IPv4Address:
+    """addr as an IPv4Address, one returned as it is: IPv4Address(an
+    IPv4Address) goes through a string (the hot paths call this)."""
+    return addr if type(addr) is IPv4Address else IPv4Address(addr)

@@ -86,6 +86,15 @@ static struct tas_flow *flow_by_cmd(struct fp_worker *w, uint32_t index, uint32_
 
 static int pow2(uint32_t x) { return x && !(x & (x - 1)); }
 
+/* The loss-recovery and ECN marks of a flow whose snd_una was just set
+ * (install, the handshake's ACK): near snd_una, see process_ack(). */
+static void marks_at_snd_una(struct fp_tcp *t, uint32_t index)
+{
+    struct tas_flow *f = &t->flows[index];
+    f->recover = f->rexmit_mark = f->rack_hi = f->snd_una;
+    t->priv[index].ecn_recover = f->snd_una;
+}
+
 int fp_tcp_flow_add(struct fp_worker *w, const struct tas_flow_params *p)
 {
     struct fp_tcp *t = w->tcp;
@@ -142,10 +151,14 @@ int fp_tcp_flow_add(struct fp_worker *w, const struct tas_flow_params *p)
     f->rttvar_us = p->srtt_us / 2;
     f->rto_us = p->rto_us ? p->rto_us : 1000000;
     f->last_rx_ns = f->last_tx_ns = w->now;
+    if (p->flags & TAS_FLOW_PARAM_SYN_RCVD) { /* the handshake is timed from the SYN-ACK */
+        uint32_t age_us = (uint32_t)(w->now / 1000) - p->synack_us;
+        if (age_us < 60000000u)
+            f->last_tx_ns = w->now - (uint64_t)age_us * 1000;
+    }
     pv->app = a;
     pv->ctx = a->ctx[p->ctx];
-    pv->ecn_recover = f->snd_una;
-    f->recover = f->rexmit_mark = f->rack_hi = f->snd_una; /* marks near snd_una: see process_ack() */
+    marks_at_snd_una(t, p->index);
     fp_cc_newreno.init(f);
     /* SYN_RCVD: the SYN-ACK leaves the slowpath now; its round trip is timed
      * from here (last_tx_ns) when the ACK comes */
@@ -829,8 +842,7 @@ static int handshake_done(struct fp_worker *w, uint32_t index, const struct seg 
             f->ts_recent = s->tsval;
     }
     f->snd_una = s->ack;
-    f->recover = f->rexmit_mark = f->rack_hi = f->snd_una;
-    w->tcp->priv[index].ecn_recover = f->snd_una;
+    marks_at_snd_una(w->tcp, index);
     f->snd_wnd = f->max_snd_wnd = s->wnd << f->snd_wscale;
     f->snd_wl1 = s->seq;
     f->snd_wl2 = s->ack;

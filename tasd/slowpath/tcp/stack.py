@@ -6,10 +6,12 @@ here reads a clock, draws randomness other than from the injected `rng`, or does
 I/O. `poll(now)` runs timers; `poll_at()` says when it next needs to run.
 
 Who handles a segment that reaches the slowpath, in order:
-1. a connection with its 4-tuple: the handshake (SYN_SENT, SYN_RECEIVED), or a
-   replay into its worker if its flow is installed (the worker had not got the
-   InstallFlow yet when the segment came in); dropped while the flow is being
-   removed (the peer will send again);
+1. a connection with its 4-tuple: the handshake (SYN_SENT, SYN_RECEIVED, also
+   when its flow was installed with the SYN-ACK: then the segment completing
+   it is replayed to the worker, which establishes), or a replay into its
+   worker if its flow is installed (the worker had not got the InstallFlow yet
+   when the segment came in); dropped while the flow is being removed (the
+   peer will send again);
 2. a TIME_WAIT entry (timewait.py);
 3. a listener on the port (RFC 9293 §3.10.7.2);
 4. nothing: RFC 9293 §3.10.7.1, a RST unless the segment is one.
@@ -51,7 +53,8 @@ STAT_NAMES = (
     "timeouts", "timeout_aborts", "persist_timeouts", "keepalive_probes",
     "keepalive_aborts", "fin_wait_2_timeouts",
     "time_wait", "time_wait_acks", "time_wait_killed", "time_wait_reused",
-    "flows_lost", "stale_events", "unexpected_events", "early_installs", "established_in_worker",
+    "flows_lost", "stale_events", "unexpected_events", "early_installs", "early_declined",
+    "established_in_worker",
 )
 
 # Timer kinds: the connection attribute holding each deadline.
@@ -151,8 +154,9 @@ class TcpStack:
             del self._by_port[lst.port]
         for conn_id in sorted(lst.syn_received):
             conn = self._conns[conn_id]
-            self._conn_send(conn, conn.rst_segment())
-            self._end_handshake(conn)
+            if conn.state is State.SYN_RECEIVED:  # (not one already ending through its flow)
+                self._conn_send(conn, conn.rst_segment())
+                self._end_handshake(conn)
         for conn in list(lst.accept_queue):
             conn.state = State.CLOSED
             self._remove_flow(conn, rst=True)
@@ -374,6 +378,15 @@ class TcpStack:
         conn.rtx_at = None
         self._opened(conn, now)
         self._arm(conn)
+
+    def decline_early(self, conn_id: int) -> None:
+        """The driver could not install the flow with the SYN-ACK (no MAC
+        or slot yet): the connection goes on as without early install (its
+        flow installed at the ACK)."""
+        conn = self._conns.get(conn_id)
+        if conn is not None and conn.early and conn.state is State.SYN_RECEIVED and not conn.removing:
+            conn.installed = conn.early = False
+            self._count("early_declined")
 
     def _opened(self, conn: Connection, now: float) -> None:
         """Established, with its flow: to the accept queue, or Connected."""
