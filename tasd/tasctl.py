@@ -53,9 +53,12 @@ def socket_from_config(path: str) -> str:
     """The control socket a configuration file names (or the default)."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f).get("control_socket", "/run/tasd/tasd.sock")
+            value = tomllib.load(f).get("control_socket", DEFAULT_SOCKET)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise TasctlError(f"{path}: {e}") from None
+    if not isinstance(value, str):
+        raise TasctlError(f"{path}: control_socket: expected a string, got {value!r}")
+    return value
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
