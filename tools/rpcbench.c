@@ -105,28 +105,21 @@ static void parse(int argc, char **argv, int first, struct opts *o)
         if (v == NULL)
             goto bad;
         i++;
-        if (strcmp(a, "--conns") == 0)
-            o->conns = atol(v);
-        else if (strcmp(a, "--active") == 0)
-            o->active = atol(v);
-        else if (strcmp(a, "--inflight") == 0)
-            o->inflight = atol(v);
-        else if (strcmp(a, "--size") == 0)
-            o->size = atol(v);
-        else if (strcmp(a, "--parallel") == 0)
-            o->parallel = atol(v);
-        else if (strcmp(a, "--procs") == 0)
-            o->procs = atol(v);
-        else if (strcmp(a, "--time") == 0)
-            o->time = atof(v);
-        else if (strcmp(a, "--warmup") == 0)
-            o->warmup = atof(v);
-        else if (strcmp(a, "--rate") == 0)
-            o->rate = atof(v);
-        else if (strcmp(a, "--ports-from") == 0)
-            o->ports_from = atol(v);
-        else
+        /* every valued option: its name and where it goes */
+        const struct { const char *name; long *l; double *d; } opt[] = {
+            {"--conns", &o->conns, NULL},       {"--active", &o->active, NULL}, {"--inflight", &o->inflight, NULL},
+            {"--size", &o->size, NULL},         {"--parallel", &o->parallel, NULL}, {"--procs", &o->procs, NULL},
+            {"--ports-from", &o->ports_from, NULL}, {"--time", NULL, &o->time}, {"--warmup", NULL, &o->warmup},
+            {"--rate", NULL, &o->rate}};
+        size_t k = 0;
+        while (k < sizeof opt / sizeof opt[0] && strcmp(a, opt[k].name) != 0)
+            k++;
+        if (k == sizeof opt / sizeof opt[0])
             goto bad;
+        if (opt[k].l)
+            *opt[k].l = atol(v);
+        else
+            *opt[k].d = atof(v);
     }
     if (o->active < 0 || o->active > o->conns)
         o->active = o->conns;

@@ -725,13 +725,21 @@ class ConnectionManager:
                    "tx_bytes", "rx_segs", "tx_segs", "retx_segs", "fast_retx", "tlps", "lost_rexmits", "rtos",
                    "ooo_segs", "ooo_drops", "dup_segs", "ce_bytes")
 
-    def flow_list(self) -> list[dict]:
-        """Every connection with its state, and its flow's counters if a worker has it."""
+    def flow_list(self, states: set[str] = frozenset(), port: int | None = None,
+                  address: IPv4Address | None = None, app: int | None = None) -> list[dict]:
+        """Every connection with its state, and its flow's counters if a
+        worker has it; only those in `states` (if any), with `port` or
+        `address` at either end, of `app`."""
         out = []
         for cid, f in self.flows.items():
             conn = self.stack.connection(cid)
             p = f.params
-            row = {"conn": cid, "state": conn.state.name if conn else "CLOSED", "worker": f.worker,
+            state = conn.state.name if conn else "CLOSED"
+            if (states and state not in states or port is not None and port not in (p.local_port, p.remote_port)
+                    or address is not None and address not in (p.local_ip, p.remote_ip)
+                    or app is not None and (f.app.id if f.app else None) != app):
+                continue
+            row = {"conn": cid, "state": state, "worker": f.worker,
                    "local": f"{p.local_ip}:{p.local_port}", "remote": f"{p.remote_ip}:{p.remote_port}",
                    "app": f.app.id if f.app else None}
             if f.index >= 0:

@@ -619,29 +619,21 @@ class Daemon:
         """Connections, filtered (each filter optional): state (a name, any
         case, or a list), port (local or remote), address (the remote's or
         ours), app (its id)."""
-        states = req.get("state")
-        states = {states} if isinstance(states, str) else set(states or ())
-        states = {x.upper() for x in states if isinstance(x, str)}
+        states = req.get("state") or []
+        states = [states] if isinstance(states, str) else states
+        if not isinstance(states, list) or not all(isinstance(x, str) for x in states):
+            raise CommandError(f"state must be a name or a list of names, not {states!r}")
+        states = {x.upper() for x in states}
         port, app, address = req.get("port"), req.get("app"), req.get("address")
         for name, v in (("port", port), ("app", app)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                 raise CommandError(f"{name} must be a number, not {v!r}")
         if address is not None:
             try:
-                address = str(IPv4Address(address))
+                address = IPv4Address(address)
             except ValueError:
                 raise CommandError(f"not an IPv4 address: {address!r}") from None
-        out = []
-        for f in self.conns.flow_list():
-            local_ip, local_port = f["local"].rsplit(":", 1)
-            remote_ip, remote_port = f["remote"].rsplit(":", 1)
-            if (states and f["state"] not in states or port is not None and port not in (int(local_port),
-                                                                                         int(remote_port))
-                    or address is not None and address not in (local_ip, remote_ip)
-                    or app is not None and f["app"] != app):
-                continue
-            out.append(f)
-        return {"flows": out}
+        return {"flows": self.conns.flow_list(states, port, address, app)}
 
     async def _cmd_apps(self, req: dict) -> dict:
         return {"apps": [a.describe() for a in self.apps.apps.values()]}
